@@ -1,0 +1,280 @@
+"""The Motif-Video denoiser: a rectified-flow video DiT with a three-part backbone.
+
+    latents [B, C, F, H, W] --patch_embed--> x [B, L, D] -----------------------------+
+    text [B, S, Dt] --text_embed--> [B, S, D]  (image tokens [B, M, Di] prepended)    |
+    t [B] --time_embed--> c [B, D]                                                    |
+                                                                                      |
+    1. dual-stream blocks    (early fusion)         x, text -> x, text                |
+    2. single-stream blocks  (joint representation) x, text -> x, text                | fresh patch
+       Shared Cross-Attention beside the joint attention where enabled                | tokens
+    3. DDT decoder blocks    (detail refinement)    [x_dec ; x] -> x_dec, x  <--------+
+    final adaLN + linear -> unpatchify -> velocity [B, C_out, F, H, W]
+
+Legend: B batch, C/F/H/W latent channels/frames/height/width, T/Hp/Wp patch-grid size,
+L = T*Hp*Wp video tokens, S text tokens (M image tokens first for I2V), D hidden, Dh head dim.
+Paper: arXiv 2604.16503 (Motif-Video 2B), Sec. 3; checkpoint layout: diffusers 0.42
+`MotifVideoTransformer3DModel` (see checkpoint_io.py for the key map).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from motif_video.config import TransformerConfig
+from motif_video.model.attention import check_backend
+from motif_video.model.blocks import BlockInputs, DualStreamBlock, SingleStreamBlock
+from motif_video.model.layers import (
+    MLP,
+    AdaLNModulation,
+    FinalLayer,
+    ImageProjection,
+    PatchEmbed3D,
+    RotaryEmbedding3D,
+    TimestepEmbedder,
+)
+from motif_video.model.routing import Route
+
+
+@dataclass
+class TransformerOutput:
+    velocity: Tensor  # [B, C_out, F, H, W]
+    features: dict[int, Tensor] = field(default_factory=dict)  # block index -> video tokens [B, L|K, D]
+
+
+class MotifVideoTransformer(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.hidden_size
+        self.patch_embed = PatchEmbed3D(cfg.in_channels, d, cfg.patch_size_t, cfg.patch_size)
+        self.text_embed = MLP(cfg.text_dim, d, d)
+        self.image_embed = ImageProjection(cfg.image_dim, d) if cfg.image_dim is not None else None
+        self.time_embed = TimestepEmbedder(d)
+        self.rope = RotaryEmbedding3D(cfg.rope_axes_dim, cfg.rope_theta)
+
+        self.dual_blocks = nn.ModuleList(
+            DualStreamBlock(cfg, cfg.cross_attention_dual) for _ in range(cfg.num_dual_blocks)
+        )
+        self.single_blocks = nn.ModuleList(
+            SingleStreamBlock(cfg, cfg.cross_attention_single) for _ in range(cfg.num_single_blocks)
+        )
+        # The decoder has no text stream, hence no cross-attention.
+        self.decoder_blocks = nn.ModuleList(
+            SingleStreamBlock(cfg, cross_attention=False) for _ in range(cfg.num_decoder_blocks)
+        )
+        patch_values = cfg.patch_size_t * cfg.patch_size * cfg.patch_size * cfg.out_channels
+        self.final_layer = FinalLayer(d, patch_values, cfg.eps)
+
+        # Run-time switches, not architecture: they change neither parameters nor outputs.
+        self.attention_backend = "sdpa"
+        self.activation_checkpointing = False
+
+    # -- initialisation ---------------------------------------------------------------------
+
+    @torch.no_grad()
+    def init_weights(self, generator: torch.Generator | None = None) -> None:
+        """Every initialisation decision of the model, in one place.
+
+        | parameters                                   | init                              |
+        |----------------------------------------------|-----------------------------------|
+        | every Linear weight (default)                | xavier uniform                    |
+        | every Linear bias                            | 0                                 |
+        | patch_embed Conv3d weight (as [D, C*pt*p*p]) | xavier uniform; bias 0            |
+        | time_embed, text_embed weights               | normal(0, 0.02)  (DiT embedders)  |
+        | all adaLN modulation Linears (weight, bias)  | 0  -> every block is the identity |
+        | final_layer modulation and linear            | 0  -> the velocity starts at 0    |
+        | cross_attn.proj (weight, bias)               | 0  -> cross-attention adds nothing|
+        | LayerNorm / RMSNorm weights                  | 1 (biases 0)                      |
+
+        `generator` makes the random draws reproducible.
+        """
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                _xavier_(module.weight, generator)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+                nn.init.ones_(module.weight)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+        conv = self.patch_embed.proj
+        _xavier_(conv.weight.view(conv.weight.shape[0], -1), generator)
+        nn.init.zeros_(conv.bias)
+        for embedder in (self.time_embed, self.text_embed):
+            for linear in (embedder.fc1, embedder.fc2):
+                linear.weight.normal_(0.0, 0.02, generator=generator)
+        zeroed = [self.final_layer.modulation, self.final_layer.linear]
+        for block in itertools.chain(self.dual_blocks, self.single_blocks, self.decoder_blocks):
+            zeroed += [m.linear for m in block.modules() if isinstance(m, AdaLNModulation)]
+            if block.cross_attn is not None:
+                zeroed.append(block.cross_attn.proj)
+        for linear in zeroed:
+            nn.init.zeros_(linear.weight)
+            nn.init.zeros_(linear.bias)
+
+    # -- forward ----------------------------------------------------------------------------
+
+    def forward(
+        self,
+        hidden_states: Tensor,
+        timestep: Tensor,
+        encoder_hidden_states: Tensor,
+        encoder_attention_mask: Tensor | None = None,
+        image_embeds: Tensor | None = None,
+        *,
+        route: Route | None = None,
+        capture: Iterable[int] = (),
+    ) -> TransformerOutput:
+        """Velocity for noisy latents (+ condition channels) at flow time `timestep` (0..1000).
+
+        hidden_states [B, C_in, F, H, W]; timestep [B]; encoder_hidden_states [B, S, Dt];
+        encoder_attention_mask [B, S] (1 = real token, 0 = padding); image_embeds [B, M, Di] (I2V).
+        `route`: TREAD routing (training); `capture`: block indices whose video-token output is
+        returned in `features` (e.g. for REPA).
+        """
+        cfg = self.cfg
+        self._check_inputs(hidden_states, timestep, encoder_hidden_states, encoder_attention_mask, image_embeds)
+        batch, _, frames, height, width = hidden_states.shape
+        grid = (frames // cfg.patch_size_t, height // cfg.patch_size, width // cfg.patch_size)
+        num_tokens = grid[0] * grid[1] * grid[2]
+        if route is not None:
+            route.validate(num_tokens, batch, cfg.num_blocks, cfg.num_dual_blocks + cfg.num_single_blocks)
+        capture = set(capture)
+
+        rope = self.rope(grid, hidden_states.device)  # [L, Dh] cos, sin
+        c = self.time_embed(timestep.expand(batch) if timestep.dim() == 0 else timestep)  # [B, D]
+        x = self.patch_embed(hidden_states)  # [B, L, D]
+        text = self.text_embed(encoder_hidden_states)  # [B, S, D]
+        text_valid = encoder_attention_mask.bool() if encoder_attention_mask is not None else None
+        num_image_tokens = 0
+        if image_embeds is not None:
+            image = self.image_embed(image_embeds)  # [B, M, D], always attended
+            text = torch.cat([image, text], dim=1)
+            num_image_tokens = image.shape[1]
+            if text_valid is not None:
+                text_valid = F.pad(text_valid, (num_image_tokens, 0), value=True)
+        decoder_x = x  # the DDT decoder starts again from the fresh patch tokens
+
+        inputs = BlockInputs(
+            c=c,
+            rope=rope,
+            joint_mask=_joint_mask(text_valid, num_tokens),
+            text_mask=None if text_valid is None else text_valid[:, None, None, num_image_tokens:],
+            num_image_tokens=num_image_tokens,
+            backend=self.attention_backend,
+        )
+        routed = inputs if route is None else inputs.with_video_tokens(
+            route.gather_rope(rope), _joint_mask(text_valid, route.keep.shape[1])
+        )
+        features: dict[int, Tensor] = {}
+
+        # 1 + 2. Encoder: dual-stream then single-stream blocks over [video ; text].
+        encoder = itertools.chain(self.dual_blocks, self.single_blocks)
+        for index, block in enumerate(encoder):
+            if route is not None and index == route.start:
+                x_skipped, x = x, route.gather(x)
+            in_route = route is not None and route.start <= index <= route.end
+            x, text = self._run(block, x, text, routed if in_route else inputs)
+            if route is not None and index == route.end:
+                x = route.scatter(x_skipped, x)
+            if index in capture:
+                features[index] = x
+
+        # 3. DDT decoder: [decoder tokens ; encoder output], no text, no mask, RoPE on the first part.
+        decoder_inputs = BlockInputs(c, rope, None, None, 0, self.attention_backend)
+        decoder_routed = decoder_inputs if route is None else decoder_inputs.with_video_tokens(
+            route.gather_rope(rope), None
+        )
+        encoder_out = x
+        x = decoder_x
+        for offset, block in enumerate(self.decoder_blocks):
+            index = cfg.num_dual_blocks + cfg.num_single_blocks + offset
+            if route is not None and index == route.start:
+                (x_skipped, x), (enc_skipped, encoder_out) = (x, route.gather(x)), (encoder_out, route.gather(encoder_out))
+            in_route = route is not None and route.start <= index <= route.end
+            x, encoder_out = self._run(block, x, encoder_out, decoder_routed if in_route else decoder_inputs)
+            if route is not None and index == route.end:
+                x, encoder_out = route.scatter(x_skipped, x), route.scatter(enc_skipped, encoder_out)
+            if index in capture:
+                features[index] = x
+
+        return TransformerOutput(self._unpatchify(self.final_layer(x, c), grid), features)
+
+    def _run(self, block: nn.Module, x: Tensor, context: Tensor, inputs: BlockInputs) -> tuple[Tensor, Tensor]:
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            # Recompute the block in backward instead of keeping its activations.
+            return checkpoint(block, x, context, inputs, use_reentrant=False)
+        return block(x, context, inputs)
+
+    def _unpatchify(self, x: Tensor, grid: tuple[int, int, int]) -> Tensor:
+        """[B, L, C*pt*p*p] -> [B, C, T*pt, Hp*p, Wp*p]."""
+        cfg = self.cfg
+        t, h, w = grid
+        p, pt = cfg.patch_size, cfg.patch_size_t
+        x = x.reshape(x.shape[0], t, h, w, cfg.out_channels, pt, p, p)
+        x = x.permute(0, 4, 1, 5, 2, 6, 3, 7)  # B C T pt Hp p Wp p
+        return x.reshape(x.shape[0], cfg.out_channels, t * pt, h * p, w * p)
+
+    def _check_inputs(
+        self,
+        latents: Tensor,
+        timestep: Tensor,
+        text: Tensor,
+        mask: Tensor | None,
+        image_embeds: Tensor | None,
+    ) -> None:
+        cfg = self.cfg
+        if latents.dim() != 5 or latents.shape[1] != cfg.in_channels:
+            raise ValueError(
+                f"hidden_states must have shape [B, {cfg.in_channels}, F, H, W], got {tuple(latents.shape)}"
+            )
+        batch, _, frames, height, width = latents.shape
+        if frames % cfg.patch_size_t or height % cfg.patch_size or width % cfg.patch_size:
+            raise ValueError(
+                f"latent size F x H x W = {frames} x {height} x {width} must be divisible by the patch size "
+                f"{cfg.patch_size_t} x {cfg.patch_size} x {cfg.patch_size}"
+            )
+        if timestep.dim() > 1 or (timestep.dim() == 1 and timestep.shape[0] != batch):
+            raise ValueError(f"timestep must be a scalar or have shape [{batch}], got {tuple(timestep.shape)}")
+        if text.dim() != 3 or text.shape[0] != batch or text.shape[2] != cfg.text_dim:
+            raise ValueError(
+                f"encoder_hidden_states must have shape [{batch}, S, {cfg.text_dim}], got {tuple(text.shape)}"
+            )
+        if mask is not None and tuple(mask.shape) != tuple(text.shape[:2]):
+            raise ValueError(
+                f"encoder_attention_mask must have shape {tuple(text.shape[:2])} (like the text), got {tuple(mask.shape)}"
+            )
+        if image_embeds is not None:
+            if self.image_embed is None:
+                raise ValueError("image_embeds given, but this model has no image projection (image_dim is None)")
+            if image_embeds.dim() != 3 or image_embeds.shape[0] != batch or image_embeds.shape[2] != cfg.image_dim:
+                raise ValueError(
+                    f"image_embeds must have shape [{batch}, M, {cfg.image_dim}], got {tuple(image_embeds.shape)}"
+                )
+
+    # -- conveniences -------------------------------------------------------------------------
+
+    def set_attention_backend(self, name: str) -> None:
+        self.attention_backend = check_backend(name)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def _joint_mask(text_valid: Tensor | None, num_video_tokens: int) -> Tensor | None:
+    """[B, S] text validity -> [B, 1, 1, L+S] joint-attention key mask (video keys always valid)."""
+    if text_valid is None:
+        return None
+    return F.pad(text_valid, (num_video_tokens, 0), value=True)[:, None, None, :]
+
+
+def _xavier_(weight: Tensor, generator: torch.Generator | None) -> None:
+    fan_out, fan_in = weight.shape
+    bound = (6.0 / (fan_in + fan_out)) ** 0.5
+    weight.uniform_(-bound, bound, generator=generator)
