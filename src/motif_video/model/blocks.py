@@ -137,16 +137,8 @@ class DualStreamBlock(nn.Module):
         x_norm = video_msa.modulate(layer_norm(x, self.eps))
         text_norm = text_msa.modulate(layer_norm(text, self.eps))
 
-        # Joint attention: RoPE on video queries/keys only; sequence = [video ; text].
-        qv, kv, vv = self.video_attn(x_norm)
-        qt, kt, vt = self.text_attn(text_norm)
-        qv, kv = apply_rope(qv, inputs.rope), apply_rope(kv, inputs.rope)
-        out = attention(
-            torch.cat([qv, qt], dim=2), torch.cat([kv, kt], dim=2), torch.cat([vv, vt], dim=2),
-            inputs.joint_mask, inputs.backend,
-        )  # [B, L+S, D]
-        length = x.shape[1]
-        video_attn = self.video_attn_out(out[:, :length])
+        video_attn, text_attn = self.joint_attention(x_norm, text_norm, inputs)
+        del x_norm  # not needed any more: free it before the MLPs (peak memory)
         x = x + video_msa.gate * video_attn
         if self.cross_attn is not None:
             text_tokens = text_norm[:, inputs.num_image_tokens :]
@@ -158,11 +150,27 @@ class DualStreamBlock(nn.Module):
                 self.video_attn.norm_q if shared else None,
                 inputs,
             )
-        text = text + text_msa.gate * self.text_attn_out(out[:, length:])
+        text = text + text_msa.gate * text_attn
+        del text_norm, video_attn, text_attn
 
         x = x + video_ffn.gate * self.video_mlp(video_ffn.modulate(layer_norm(x, self.eps)))
         text = text + text_ffn.gate * self.text_mlp(text_ffn.modulate(layer_norm(text, self.eps)))
         return x, text
+
+    def joint_attention(self, x_norm: Tensor, text_norm: Tensor, inputs: BlockInputs) -> tuple[Tensor, Tensor]:
+        """Attention over [video ; text], RoPE on the video part; outputs projected per stream.
+
+        A method of its own so that Q/K/V and their copies are freed before the MLPs run
+        (peak activation memory)."""
+        qv, kv, vv = self.video_attn(x_norm)
+        qt, kt, vt = self.text_attn(text_norm)
+        qv, kv = apply_rope(qv, inputs.rope), apply_rope(kv, inputs.rope)
+        out = attention(
+            torch.cat([qv, qt], dim=2), torch.cat([kv, kt], dim=2), torch.cat([vv, vt], dim=2),
+            inputs.joint_mask, inputs.backend,
+        )  # [B, L+S, D]
+        length = x_norm.shape[1]
+        return self.video_attn_out(out[:, :length]), self.text_attn_out(out[:, length:])
 
 
 class SingleStreamBlock(nn.Module):
@@ -197,25 +205,34 @@ class SingleStreamBlock(nn.Module):
         h = torch.cat([x, context], dim=1)  # [B, L+S, D]
         (mod,) = self.modulation(inputs.c)
         h_norm = mod.modulate(layer_norm(h, self.eps))
-        qkv, mlp = self.linear1(h_norm).split([3 * self.hidden, self.mlp_hidden], dim=-1)
+        attn = self.attention(h_norm, length, inputs)  # [B, L+S, D]
+        # linear1's last rows are the MLP input projection; GELU at once frees the pre-activation.
+        d3 = 3 * self.hidden
+        mlp = F.gelu(F.linear(h_norm, self.linear1.weight[d3:], self.linear1.bias[d3:]), approximate="tanh")
+        h = h + mod.gate * self.linear2(torch.cat([attn, mlp], dim=-1))
+        return h[:, :length], h[:, length:]
+
+    def attention(self, h_norm: Tensor, length: int, inputs: BlockInputs) -> Tensor:
+        """Joint attention over [x ; context] (+ Shared Cross-Attention on the video part).
+
+        A method of its own so that Q/K/V and their copies are freed before the MLP branch runs."""
+        d3 = 3 * self.hidden
+        qkv = F.linear(h_norm, self.linear1.weight[:d3], self.linear1.bias[:d3])
         q, k, v = (split_heads(t, self.num_heads) for t in qkv.chunk(3, dim=-1))  # 3 x [B, N, L+S, Dh]
         q, k = self.norm_q(q), self.norm_k(k)
         q = torch.cat([apply_rope(q[:, :, :length], inputs.rope), q[:, :, length:]], dim=2)
         k_rot = torch.cat([apply_rope(k[:, :, :length], inputs.rope), k[:, :, length:]], dim=2)
         attn = attention(q, k_rot, v, inputs.joint_mask, inputs.backend)  # [B, L+S, D]
-
-        if self.cross_attn is not None:
-            text_start = length + inputs.num_image_tokens
-            video_attn = attn[:, :length]
-            cross = self.cross_attn(
-                video_attn,
-                h_norm[:, text_start:],
-                # shared form: the text tokens' own keys/values of this very attention, reused
-                (k[:, :, text_start:], v[:, :, text_start:]),
-                self.norm_q,
-                inputs,
-            )
-            attn = torch.cat([video_attn + cross, attn[:, length:]], dim=1)
-
-        h = h + mod.gate * self.linear2(torch.cat([attn, F.gelu(mlp, approximate="tanh")], dim=-1))
-        return h[:, :length], h[:, length:]
+        if self.cross_attn is None:
+            return attn
+        text_start = length + inputs.num_image_tokens
+        video_attn = attn[:, :length]
+        cross = self.cross_attn(
+            video_attn,
+            h_norm[:, text_start:],
+            # shared form: the text tokens' own keys/values of this very attention, reused
+            (k[:, :, text_start:], v[:, :, text_start:]),
+            self.norm_q,
+            inputs,
+        )
+        return torch.cat([video_attn + cross, attn[:, length:]], dim=1)

@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -193,6 +193,24 @@ def load_transformer(
       (head size, decoder depth, RoPE) come from `config`, by default the `motif-video-2b` preset.
     `dtype` converts the weights (default: keep the checkpoint's dtype).
     """
+    cfg, files, prefix = read_config(path, config)
+    official = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                t = f.get_tensor(key)
+                official[key[len(prefix) :]] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
+    state = from_official(cfg, official)
+    with torch.device("meta"):
+        model = MotifVideoTransformer(cfg)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.to(device).eval()
+
+
+def read_config(
+    path: str | os.PathLike, config: TransformerConfig | None = None
+) -> tuple[TransformerConfig, list[Path], str]:
+    """The config of a checkpoint, its weight files and the key prefix to strip; reads no tensors."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no transformer checkpoint at {path}")
@@ -203,25 +221,20 @@ def load_transformer(
             raise CheckpointError(f"{path} has no {CONFIG_NAME}: expected a diffusers transformer directory")
         raw = json.loads((path / CONFIG_NAME).read_text())
         cfg = TransformerConfig.from_diffusers(raw)
-        official = _read_safetensors(_weight_files(path), dtype)
-        found = _detect_kv_form(official, cfg.cross_attention_kv)
+        files = _weight_files(path)
+        found = _detect_kv_form(_read_shapes(files), cfg.cross_attention_kv)
         if raw.get("text_cross_attention_kv", found) != found:
             raise CheckpointError(
                 f"{path / CONFIG_NAME} says text_cross_attention_kv={raw['text_cross_attention_kv']!r} "
                 f"but the weights use the {found!r} cross-attention layout"
             )
-        cfg = cfg.replace(cross_attention_kv=found)
-    elif path.suffix == ".safetensors":
-        official = _strip_prefix(_read_safetensors([path], dtype))
-        cfg = infer_config(official, config or PRESETS["motif-video-2b"])
-    else:
+        return cfg.replace(cross_attention_kv=found), files, ""
+    if path.suffix != ".safetensors":
         raise CheckpointError(f"{path} is neither a directory nor a .safetensors file")
-
-    state = from_official(cfg, official)
-    with torch.device("meta"):
-        model = MotifVideoTransformer(cfg)
-    model.load_state_dict(state, strict=True, assign=True)
-    return model.to(device).eval()
+    shapes = _read_shapes([path])
+    prefix = next((p for p in _FILE_PREFIXES if shapes and all(k.startswith(p) for k in shapes)), "")
+    shapes = {k[len(prefix) :]: v for k, v in shapes.items()}
+    return infer_config(shapes, config or PRESETS["motif-video-2b"]), [path], prefix
 
 
 def _weight_files(directory: Path) -> list[Path]:
@@ -238,84 +251,78 @@ def _weight_files(directory: Path) -> list[Path]:
     raise CheckpointError(f"{directory} has neither {WEIGHTS_NAME} nor {INDEX_NAME}")
 
 
-def _read_safetensors(files: list[Path], dtype: torch.dtype | None) -> dict[str, Tensor]:
-    tensors: dict[str, Tensor] = {}
+def _read_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
+    """Key -> shape from the safetensors headers, without reading any tensor data."""
+    shapes = {}
     for file in files:
         with safe_open(str(file), framework="pt") as f:
             for key in f.keys():
-                t = f.get_tensor(key)
-                tensors[key] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
-    return tensors
+                shapes[key] = tuple(f.get_slice(key).get_shape())
+    return shapes
 
 
-def _strip_prefix(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
-    for prefix in _FILE_PREFIXES:
-        if tensors and all(k.startswith(prefix) for k in tensors):
-            return {k[len(prefix) :]: v for k, v in tensors.items()}
-    return tensors
-
-
-def _detect_kv_form(official: Mapping[str, Tensor], default: str) -> str:
+def _detect_kv_form(keys: Iterable[str], default: str) -> str:
     """'shared' or 'separate' from the cross-attention key names; `default` when there are none."""
-    shared = any(".cross_attn_query_proj." in k for k in official)
-    separate = any(".cross_attn.to_q." in k for k in official)
+    keys = list(keys)
+    shared = any(".cross_attn_query_proj." in k for k in keys)
+    separate = any(".cross_attn.to_q." in k for k in keys)
     if shared and separate:
         raise CheckpointError("checkpoint mixes both cross-attention layouts (cross_attn_query_proj and cross_attn.to_q)")
     return "shared" if shared else "separate" if separate else default
 
 
-def infer_config(official: Mapping[str, Tensor], base: TransformerConfig) -> TransformerConfig:
+def infer_config(shapes: Mapping[str, tuple[int, ...]], base: TransformerConfig) -> TransformerConfig:
     """Architecture of a single-file checkpoint from its tensor shapes; the rest from `base`."""
 
     def count(template: str) -> int:
         n = 0
-        while template.format(n) in official:
+        while template.format(n) in shapes:
             n += 1
         return n
 
     try:
-        patch = official["x_embedder.proj.weight"]  # [D, C_in, pt, p, p]
-        text = official["context_embedder.linear_1.weight"]  # [D, Dt]
-        out = official["proj_out.weight"]  # [pt*p*p*C_out, D]
+        patch = shapes["x_embedder.proj.weight"]  # [D, C_in, pt, p, p]
+        text = shapes["context_embedder.linear_1.weight"]  # [D, Dt]
+        out = shapes["proj_out.weight"]  # [pt*p*p*C_out, D]
     except KeyError as e:
         raise CheckpointError(f"not a Motif-Video transformer checkpoint: key {e.args[0]!r} is missing") from None
-    hidden, in_channels, pt, p = patch.shape[0], patch.shape[1], patch.shape[2], patch.shape[3]
+    hidden, in_channels, pt, p = patch[0], patch[1], patch[2], patch[3]
     if hidden % base.head_dim:
         raise CheckpointError(f"hidden size {hidden} is not a multiple of head_dim={base.head_dim} (from the base config)")
     num_dual = count("transformer_blocks.{}.norm1.linear.weight")
     num_single_total = count("single_transformer_blocks.{}.norm.linear.weight")
     mlp_key = "single_transformer_blocks.0.proj_mlp.weight" if num_single_total else "transformer_blocks.0.ff.net.0.proj.weight"
-    cross_dual = "transformer_blocks.0.cross_attn_query_proj.weight" in official or \
-        "transformer_blocks.0.cross_attn.to_q.weight" in official
-    cross_single = "single_transformer_blocks.0.cross_attn_query_proj.weight" in official or \
-        "single_transformer_blocks.0.cross_attn.to_q.weight" in official
+    cross_dual = "transformer_blocks.0.cross_attn_query_proj.weight" in shapes or \
+        "transformer_blocks.0.cross_attn.to_q.weight" in shapes
+    cross_single = "single_transformer_blocks.0.cross_attn_query_proj.weight" in shapes or \
+        "single_transformer_blocks.0.cross_attn.to_q.weight" in shapes
     num_decoder = base.num_decoder_blocks
     if cross_single:  # decoder blocks are exactly the single-stream blocks without cross-attention
         num_decoder = sum(
             1 for i in range(num_single_total)
-            if f"single_transformer_blocks.{i}.cross_attn_query_proj.weight" not in official
-            and f"single_transformer_blocks.{i}.cross_attn.to_q.weight" not in official
+            if f"single_transformer_blocks.{i}.cross_attn_query_proj.weight" not in shapes
+            and f"single_transformer_blocks.{i}.cross_attn.to_q.weight" not in shapes
         )
     if num_decoder > num_single_total:
         raise CheckpointError(
             f"checkpoint has {num_single_total} single-stream blocks, fewer than num_decoder_blocks={num_decoder}"
         )
-    image = official.get("image_embedder.linear_1.weight")
+    image = shapes.get("image_embedder.linear_1.weight")
     return base.replace(
         in_channels=in_channels,
-        out_channels=out.shape[0] // (pt * p * p),
+        out_channels=out[0] // (pt * p * p),
         num_heads=hidden // base.head_dim,
         num_dual_blocks=num_dual,
         num_single_blocks=num_single_total - num_decoder,
         num_decoder_blocks=num_decoder,
-        mlp_ratio=official[mlp_key].shape[0] / hidden,
+        mlp_ratio=shapes[mlp_key][0] / hidden,
         patch_size=p,
         patch_size_t=pt,
-        text_dim=text.shape[1],
-        image_dim=None if image is None else image.shape[1],
+        text_dim=text[1],
+        image_dim=None if image is None else image[1],
         cross_attention_dual=cross_dual,
         cross_attention_single=cross_single,
-        cross_attention_kv=_detect_kv_form(official, base.cross_attention_kv),
+        cross_attention_kv=_detect_kv_form(shapes, base.cross_attention_kv),
     )
 
 

@@ -191,8 +191,8 @@ class MotifVideoTransformer(nn.Module):
         decoder_routed = decoder_inputs if route is None else decoder_inputs.with_video_tokens(
             route.gather_rope(rope), None
         )
-        encoder_out = x
-        x = decoder_x
+        if self.decoder_blocks:
+            encoder_out, x = x, decoder_x
         for offset, block in enumerate(self.decoder_blocks):
             index = cfg.num_dual_blocks + cfg.num_single_blocks + offset
             if route is not None and index == route.start:

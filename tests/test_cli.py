@@ -1,0 +1,70 @@
+"""The `motif-video` console script, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from helpers import make_inputs, shared_form_reference
+
+SCRIPT = shutil.which("motif-video", path=str(Path(sys.executable).parent))
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    assert SCRIPT is not None, "the motif-video console script is not installed beside this Python"
+    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_every_subcommand():
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("generate", "train", "prepare", "eval", "analyze", "serve", "info", "convert"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("command", ["generate", "train", "prepare", "eval", "analyze", "serve"])
+def test_unbuilt_subcommands_say_so_and_fail(command):
+    result = run(command, "--anything")
+    assert result.returncode == 2
+    assert "not built yet" in result.stderr and "issue #" in result.stderr
+
+
+def test_info_reports_the_2b_parameter_count():
+    result = run("info", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert 1.8e9 <= report["parameters"] <= 2.0e9
+    assert sum(report["parameters_by_stage"].values()) == report["parameters"]
+    assert report["config"]["num_decoder_blocks"] == 8
+
+
+def test_bad_input_is_one_clear_line_and_exit_2(tmp_path):
+    result = run("info", "--preset", "nope")
+    assert result.returncode == 2
+    assert "unknown transformer preset 'nope'" in result.stderr and "Traceback" not in result.stderr
+    result = run("convert", str(tmp_path / "missing"), str(tmp_path / "out"))
+    assert result.returncode == 2 and "no transformer checkpoint at" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_convert_original_single_file_to_diffusers_directory(tmp_path):
+    from motif_video import load_transformer
+
+    reference, original = shared_form_reference()
+    save_file(original, str(tmp_path / "motif.safetensors"))
+    result = run("convert", str(tmp_path / "motif.safetensors"), str(tmp_path / "out"), "--preset", "debug")
+    assert result.returncode == 0, result.stderr
+    assert "kv=shared" in result.stdout
+    converted = load_transformer(tmp_path / "out")
+    inputs = make_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(converted(**inputs).velocity, reference(**inputs).sample, rtol=1e-5, atol=1e-5)
+    info = run("info", "--weights", str(tmp_path / "out"), "--json")
+    assert json.loads(info.stdout)["parameters"] == converted.num_parameters()

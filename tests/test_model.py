@@ -1,0 +1,226 @@
+"""Properties of our transformer that document its design."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import make_inputs, perturb_
+from motif_video import MotifVideoTransformer, Route, get_preset, random_route
+from motif_video.model.attention import attention, check_backend
+from motif_video.model.layers import RotaryEmbedding3D, apply_rope
+
+
+def _perturbed(cfg=None, seed=0):
+    return perturb_(MotifVideoTransformer(cfg or get_preset("debug")), seed=seed).eval()
+
+
+def test_output_shape_is_input_shape_with_out_channels():
+    model = _perturbed()
+    inputs = make_inputs(frames=5, height=8, width=6)
+    with torch.no_grad():
+        out = model(**inputs)
+    assert out.velocity.shape == (2, 16, 5, 8, 6)
+    assert out.features == {}
+
+
+def test_2b_preset_builds_on_meta_with_about_1_9b_parameters():
+    with torch.device("meta"):
+        model = MotifVideoTransformer(get_preset("motif-video-2b"))
+    n = model.num_parameters()
+    assert 1.8e9 <= n <= 2.0e9, n
+    assert all(p.is_meta for p in model.parameters())
+    assert len(model.dual_blocks) == 12 and len(model.single_blocks) == 16 and len(model.decoder_blocks) == 8
+    assert all(b.cross_attn is not None for b in model.single_blocks)
+    assert all(b.cross_attn is None for b in [*model.dual_blocks, *model.decoder_blocks])
+
+
+def test_meta_construction_then_init_matches_direct_init():
+    cfg = get_preset("debug")
+    direct = MotifVideoTransformer(cfg)
+    direct.init_weights(torch.Generator().manual_seed(7))
+    with torch.device("meta"):
+        lazy = MotifVideoTransformer(cfg)
+    lazy.to_empty(device="cpu")
+    lazy.init_weights(torch.Generator().manual_seed(7))
+    for (name, a), b in zip(direct.state_dict().items(), lazy.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_blocks_are_identity_and_velocity_zero_at_init(debug_model):
+    inputs = make_inputs()
+    x = torch.randn(2, 18, debug_model.cfg.hidden_size)
+    text = torch.randn(2, 7, debug_model.cfg.hidden_size)
+    from motif_video.model.blocks import BlockInputs
+
+    c = torch.randn(2, debug_model.cfg.hidden_size)
+    rope = debug_model.rope((3, 3, 2), torch.device("cpu"))
+    block_inputs = BlockInputs(c, rope, None, None, 0, "sdpa")
+    with torch.no_grad():
+        for block in [*debug_model.dual_blocks, *debug_model.single_blocks, *debug_model.decoder_blocks]:
+            out_x, out_text = block(x, text, block_inputs)
+            assert torch.equal(out_x, x) and torch.equal(out_text, text)
+        velocity = debug_model(**inputs).velocity
+    assert torch.count_nonzero(velocity) == 0
+
+
+def test_padded_text_tokens_do_not_matter():
+    model = _perturbed()
+    inputs = make_inputs(valid=(5, 3))
+    changed = {**inputs, "encoder_hidden_states": inputs["encoder_hidden_states"].clone()}
+    changed["encoder_hidden_states"][0, 5:] = 100.0  # padding of sample 0
+    changed["encoder_hidden_states"][1, 3:] = -7.0  # padding of sample 1
+    with torch.no_grad():
+        a, b = model(**inputs).velocity, model(**changed).velocity
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # ... while a real token does matter
+    changed["encoder_hidden_states"][0, 0] += 1.0
+    with torch.no_grad():
+        assert not torch.allclose(model(**changed).velocity[0], a[0], atol=1e-4)
+
+
+def test_samples_in_a_batch_are_independent():
+    model = _perturbed()
+    inputs = make_inputs(batch=2)
+    one = {k: (v[:1] if v is not None else None) for k, v in inputs.items()}
+    with torch.no_grad():
+        torch.testing.assert_close(model(**one).velocity, model(**inputs).velocity[:1], rtol=1e-5, atol=1e-5)
+
+
+def test_route_none_equals_route_keeping_every_token():
+    model = _perturbed()
+    inputs = make_inputs()
+    keep_all = torch.arange(18).expand(2, -1).contiguous()
+    with torch.no_grad():
+        plain = model(**inputs).velocity
+        for start, end in [(0, 3), (1, 1), (4, 5), (0, 0)]:
+            routed = model(**inputs, route=Route(start, end, keep_all)).velocity
+            torch.testing.assert_close(routed, plain, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("start,end", [(1, 2), (5, 5)])  # inside the encoder; inside the decoder
+def test_routed_tokens_skip_the_routed_blocks(start, end):
+    """Tokens not kept leave block `end` exactly as they entered block `start`."""
+    model = _perturbed()
+    inputs = make_inputs()
+    route = random_route(2, 18, keep_ratio=0.5, start=start, end=end, generator=torch.Generator().manual_seed(0))
+    assert route.keep.shape == (2, 9)
+    assert torch.equal(route.keep, route.keep.sort(dim=1).values)
+    with torch.no_grad():
+        out = model(**inputs, route=route, capture=[start - 1, end])
+        plain = model(**inputs).velocity
+    before, after = out.features[start - 1], out.features[end]
+    for b in range(2):
+        skipped = sorted(set(range(18)) - set(route.keep[b].tolist()))
+        kept = route.keep[b]
+        assert torch.equal(after[b, skipped], before[b, skipped])
+        assert not torch.allclose(after[b, kept], before[b, kept])
+    assert not torch.allclose(out.velocity, plain)
+
+
+def test_route_gather_scatter_round_trip():
+    x = torch.randn(2, 10, 4)
+    route = random_route(2, 10, 0.3, 0, 0, generator=torch.Generator().manual_seed(1))
+    kept = route.gather(x)
+    assert torch.equal(route.scatter(x, kept), x)
+    assert torch.equal(kept, torch.stack([x[b, route.keep[b]] for b in range(2)]))
+
+
+def test_bad_routes_are_rejected():
+    model = _perturbed()
+    inputs = make_inputs()
+    keep = torch.arange(9).expand(2, -1).contiguous()
+    with pytest.raises(ValueError, match="encoder/decoder boundary"):
+        model(**inputs, route=Route(3, 4, keep))
+    with pytest.raises(ValueError, match="start <= end"):
+        model(**inputs, route=Route(2, 9, keep))
+    with pytest.raises(ValueError, match=r"lie in \[0, 18\)"):
+        model(**inputs, route=Route(0, 1, keep + 10))
+    with pytest.raises(ValueError, match="keep_ratio"):
+        random_route(2, 18, 0.0, 0, 1)
+
+
+def test_activation_checkpointing_gives_same_output_and_gradients():
+    model = _perturbed().train()
+    inputs = make_inputs()
+    grads = []
+    for flag in (False, True):
+        model.zero_grad()
+        model.activation_checkpointing = flag
+        model(**inputs).velocity.square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_attention_backends_agree_and_unknown_ones_are_rejected():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 8, generator=g) for _ in range(3))
+    mask = torch.tensor([[True] * 4 + [False], [True] * 5])[:, None, None, :]
+    for m in (None, mask):
+        torch.testing.assert_close(attention(q, k, v, m, "sdpa"), attention(q, k, v, m, "math"), rtol=1e-5, atol=1e-5)
+    assert attention(q, k, v).shape == (2, 5, 24)
+    with pytest.raises(ValueError, match="unknown attention backend 'cuda'"):
+        check_backend("cuda")
+    model = _perturbed()
+    inputs = make_inputs()
+    with torch.no_grad():
+        a = model(**inputs).velocity
+        model.set_attention_backend("math")
+        torch.testing.assert_close(model(**inputs).velocity, a, rtol=1e-4, atol=1e-4)
+
+
+def test_rope_rotates_pairs_by_position_and_preserves_norms():
+    rope = RotaryEmbedding3D((2, 2, 4), theta=256.0)
+    cos, sin = rope((2, 3, 4), torch.device("cpu"))
+    assert cos.shape == (24, 8)
+    # token 0 sits at the origin: no rotation
+    x = torch.randn(1, 1, 24, 8)
+    y = apply_rope(x, (cos, sin))
+    torch.testing.assert_close(y[:, :, 0], x[:, :, 0])
+    torch.testing.assert_close(y.norm(dim=-1), x.norm(dim=-1))
+    # token (t=1, h=0, w=0) rotates only the T-axis pair, by angle 1 (lowest frequency index 0)
+    t1 = 12
+    a = torch.tensor(1.0)
+    expected = torch.stack([x[0, 0, t1, 0] * a.cos() - x[0, 0, t1, 1] * a.sin(),
+                            x[0, 0, t1, 1] * a.cos() + x[0, 0, t1, 0] * a.sin()])
+    torch.testing.assert_close(y[0, 0, t1, :2], expected)
+    torch.testing.assert_close(y[0, 0, t1, 2:], x[0, 0, t1, 2:])
+
+
+def test_inserting_cross_attention_does_not_change_the_output():
+    """Zero output projection: a model with freshly inserted cross-attention equals the model without."""
+    cfg = get_preset("debug").replace(cross_attention_dual=False, cross_attention_single=False)
+    without = _perturbed(cfg)
+    with_cross = MotifVideoTransformer(cfg.replace(cross_attention_single=True, cross_attention_dual=True))
+    with_cross.init_weights()
+    missing, unexpected = with_cross.load_state_dict(without.state_dict(), strict=False)
+    assert not unexpected and all(".cross_attn." in k for k in missing)
+    inputs = make_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(with_cross.eval()(**inputs).velocity, without(**inputs).velocity)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"hidden_states": torch.randn(2, 32, 3, 6, 4)}, r"hidden_states must have shape \[B, 33, F, H, W\]"),
+        ({"hidden_states": torch.randn(2, 33, 3, 5, 4)}, "must be divisible by the patch size"),
+        ({"timestep": torch.ones(3)}, r"timestep must be a scalar or have shape \[2\]"),
+        ({"encoder_hidden_states": torch.randn(2, 7, 31)}, r"encoder_hidden_states must have shape \[2, S, 32\]"),
+        ({"encoder_attention_mask": torch.ones(2, 6)}, "encoder_attention_mask must have shape"),
+        ({"image_embeds": torch.randn(2, 3, 5)}, r"image_embeds must have shape \[2, M, 24\]"),
+    ],
+)
+def test_bad_inputs_get_clear_errors(change, message, debug_model):
+    with pytest.raises(ValueError, match=message):
+        debug_model(**{**make_inputs(), **change})
+
+
+def test_scalar_timestep_broadcasts():
+    model = _perturbed()
+    inputs = make_inputs()
+    with torch.no_grad():
+        a = model(**{**inputs, "timestep": torch.tensor(300.0)}).velocity
+        b = model(**{**inputs, "timestep": torch.tensor([300.0, 300.0])}).velocity
+    torch.testing.assert_close(a, b)
