@@ -83,19 +83,20 @@ def shared_form_reference(**overrides) -> tuple[nn.Module, dict[str, torch.Tenso
     query = LayerNorm(Linear(attn_output)) -> the block's own norm_q; keys/values from the block's
     own self-attention `to_k` / `to_v` (and `norm_k`) applied to the normalised text; output
     through `cross_attn_out_proj`. Returns the model and its state dict in the original layout."""
-    model = perturb_(
-        _with_shared_cross_attention(make_reference(**overrides).train(False)), seed=3
-    ).eval()
+    model = perturb_(_with_shared_cross_attention(make_reference(**overrides).train(False)), seed=3).eval()
     original = {}
     for key, value in model.state_dict().items():
         if ".cross_attn." in key:
             rest = key.split(".cross_attn.", 1)[1]
             prefix = key.split(".cross_attn.", 1)[0]
-            renamed = {"to_q.0.": "cross_attn_query_proj.", "to_q.1.": "cross_attn_query_norm.",
-                       "to_out.0.": "cross_attn_out_proj."}
+            renamed = {
+                "to_q.0.": "cross_attn_query_proj.",
+                "to_q.1.": "cross_attn_query_norm.",
+                "to_out.0.": "cross_attn_out_proj.",
+            }
             for old, new in renamed.items():
                 if rest.startswith(old):
-                    original[f"{prefix}.{new}{rest[len(old):]}"] = value.clone()
+                    original[f"{prefix}.{new}{rest[len(old) :]}"] = value.clone()
             continue  # cross_attn.to_k/to_v/norm_q/norm_k are the self-attention's own modules
         original[key] = value.clone()
     return model, original

@@ -76,8 +76,9 @@ def test_interrupted_save_leaves_nothing_partial(tmp_path, monkeypatch):
 
     monkeypatch.setattr(checkpoint_io, "save_file", failing_save_file)
     with pytest.raises(KeyboardInterrupt):
-        save_transformer(perturb_(MotifVideoTransformer(get_preset("debug")), seed=2), tmp_path / "ckpt",
-                         max_shard_bytes=100_000)
+        save_transformer(
+            perturb_(MotifVideoTransformer(get_preset("debug")), seed=2), tmp_path / "ckpt", max_shard_bytes=100_000
+        )
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temporary directory left behind
     assert torch.equal(load_transformer(tmp_path / "ckpt").final_layer.linear.weight, good.final_layer.linear.weight)
 
@@ -106,7 +107,9 @@ def test_config_and_weights_must_agree_on_the_cross_attention_form(tmp_path):
     _reference_dir(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "text_cross_attention_kv": "shared"}))
-    with pytest.raises(CheckpointError, match="says text_cross_attention_kv='shared' but the weights use the 'separate'"):
+    with pytest.raises(
+        CheckpointError, match="says text_cross_attention_kv='shared' but the weights use the 'separate'"
+    ):
         load_transformer(tmp_path)
 
 

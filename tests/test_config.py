@@ -21,8 +21,17 @@ def test_2b_preset_numbers():
 
 def test_debug_preset_differs_only_in_sizes():
     big, small = get_preset("motif-video-2b"), get_preset("debug")
-    structural = {"in_channels", "out_channels", "patch_size", "patch_size_t", "mlp_ratio", "rope_theta",
-                  "cross_attention_single", "cross_attention_kv", "eps"}
+    structural = {
+        "in_channels",
+        "out_channels",
+        "patch_size",
+        "patch_size_t",
+        "mlp_ratio",
+        "rope_theta",
+        "cross_attention_single",
+        "cross_attention_kv",
+        "eps",
+    }
     for name in structural:
         assert getattr(big, name) == getattr(small, name), name
 
@@ -51,7 +60,9 @@ def test_invalid_configs_name_the_bad_value(change, message):
 
 
 def test_unknown_preset_lists_the_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown transformer preset 'tiny'; choose one of \['debug', 'motif-video-2b'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown transformer preset 'tiny'; choose one of \['debug', 'motif-video-2b'\]"
+    ):
         get_preset("tiny")
 
 

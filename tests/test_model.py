@@ -43,7 +43,7 @@ def test_meta_construction_then_init_matches_direct_init():
         lazy = MotifVideoTransformer(cfg)
     lazy.to_empty(device="cpu")
     lazy.init_weights(torch.Generator().manual_seed(7))
-    for (name, a), b in zip(direct.state_dict().items(), lazy.state_dict().values()):
+    for (name, a), b in zip(direct.state_dict().items(), lazy.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
 
@@ -182,8 +182,9 @@ def test_rope_rotates_pairs_by_position_and_preserves_norms():
     # token (t=1, h=0, w=0) rotates only the T-axis pair, by angle 1 (lowest frequency index 0)
     t1 = 12
     a = torch.tensor(1.0)
-    expected = torch.stack([x[0, 0, t1, 0] * a.cos() - x[0, 0, t1, 1] * a.sin(),
-                            x[0, 0, t1, 1] * a.cos() + x[0, 0, t1, 0] * a.sin()])
+    expected = torch.stack(
+        [x[0, 0, t1, 0] * a.cos() - x[0, 0, t1, 1] * a.sin(), x[0, 0, t1, 1] * a.cos() + x[0, 0, t1, 0] * a.sin()]
+    )
     torch.testing.assert_close(y[0, 0, t1, :2], expected)
     torch.testing.assert_close(y[0, 0, t1, 2:], x[0, 0, t1, 2:])
 
@@ -224,3 +225,14 @@ def test_scalar_timestep_broadcasts():
         a = model(**{**inputs, "timestep": torch.tensor(300.0)}).velocity
         b = model(**{**inputs, "timestep": torch.tensor([300.0, 300.0])}).velocity
     torch.testing.assert_close(a, b)
+
+
+def test_extra_trailing_padding_changes_nothing():
+    """Trailing padding is trimmed before the blocks; the result equals the unpadded call."""
+    model = _perturbed()
+    inputs = make_inputs(valid=(5, 3))
+    padded = dict(inputs)
+    padded["encoder_hidden_states"] = torch.cat([inputs["encoder_hidden_states"], torch.randn(2, 40, 32)], dim=1)
+    padded["encoder_attention_mask"] = torch.cat([inputs["encoder_attention_mask"], torch.zeros(2, 40)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**padded).velocity, model(**inputs).velocity, rtol=1e-5, atol=1e-5)

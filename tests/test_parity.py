@@ -41,8 +41,16 @@ CASES = {
     "cross-attn-single-only": ({"enable_text_cross_attention_dual": False}, {}),
     "no-image-projection": ({"image_embed_dim": None}, {"image_tokens": None}),
     "temporal-patch-2": ({"patch_size_t": 2}, {"frames": 4}),
-    "wider-heads-mlp": ({"num_attention_heads": 3, "attention_head_dim": 8, "rope_axes_dim": (2, 2, 4),
-                         "mlp_ratio": 2.0, "rope_theta": 10000.0}, {}),
+    "wider-heads-mlp": (
+        {
+            "num_attention_heads": 3,
+            "attention_head_dim": 8,
+            "rope_axes_dim": (2, 2, 4),
+            "mlp_ratio": 2.0,
+            "rope_theta": 10000.0,
+        },
+        {},
+    ),
 }
 
 

@@ -61,9 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="convert weights (default: keep)"
     )
-    convert.add_argument("--preset", default="motif-video-2b",
-                         help="for a single file: preset giving the numbers its tensors do not show (default: %(default)s)")
-    convert.add_argument("--max-shard-gb", type=float, default=5.0, help="largest shard size in GB (default: %(default)s)")
+    convert.add_argument(
+        "--preset",
+        default="motif-video-2b",
+        help="for a single file: preset giving the numbers its tensors do not show (default: %(default)s)",
+    )
+    convert.add_argument(
+        "--max-shard-gb", type=float, default=5.0, help="largest shard size in GB (default: %(default)s)"
+    )
 
     for name, (what, where) in _PLANNED.items():
         sub.add_parser(name, help=f"{what} (not built yet: {where})", description=f"{what}. Not built yet: {where}.")
@@ -81,8 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "convert":
             return _convert(args)
         what, where = _PLANNED[args.command]
-        print(f"motif-video {args.command}: {what} is not built yet in this version; it arrives with {where}.",
-              file=sys.stderr)
+        print(
+            f"motif-video {args.command}: {what} is not built yet in this version; it arrives with {where}.",
+            file=sys.stderr,
+        )
         return 2
     except (UsageError, ValueError, FileNotFoundError) as e:
         print(f"motif-video {args.command}: error: {e}", file=sys.stderr)
@@ -98,8 +105,10 @@ def _info(args: argparse.Namespace) -> int:
 
     if args.list:
         for name, cfg in PRESETS.items():
-            print(f"{name:16s} {cfg.num_dual_blocks} dual + {cfg.num_single_blocks} single + "
-                  f"{cfg.num_decoder_blocks} decoder blocks, hidden {cfg.hidden_size}")
+            print(
+                f"{name:16s} {cfg.num_dual_blocks} dual + {cfg.num_single_blocks} single + "
+                f"{cfg.num_decoder_blocks} decoder blocks, hidden {cfg.hidden_size}"
+            )
         return 0
     if args.weights:
         cfg = read_config(args.weights)[0]
@@ -120,18 +129,30 @@ def _info(args: argparse.Namespace) -> int:
     cross = sum(p.numel() for n, p in model.named_parameters() if ".cross_attn." in n)
     total = model.num_parameters()
     if args.json:
-        print(json.dumps({"source": source, "config": cfg.to_dict(), "parameters": total,
-                          "parameters_by_stage": stages, "cross_attention_parameters": cross}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "source": source,
+                    "config": cfg.to_dict(),
+                    "parameters": total,
+                    "parameters_by_stage": stages,
+                    "cross_attention_parameters": cross,
+                },
+                indent=2,
+            )
+        )
         return 0
     print(f"{source}: {total:,} parameters ({total / 1e9:.3f} B)")
     for stage, n in stages.items():
         print(f"  {stage:22s} {n:>15,}")
     print(f"  {'(Shared Cross-Attention)':22s} {cross:>15,}")
-    print(f"  hidden {cfg.hidden_size} = {cfg.num_heads} heads x {cfg.head_dim}; patch {cfg.patch_size_t}x"
-          f"{cfg.patch_size}x{cfg.patch_size}; channels {cfg.in_channels} -> {cfg.out_channels}; "
-          f"text width {cfg.text_dim}; image width {cfg.image_dim}; RoPE axes {cfg.rope_axes_dim}, "
-          f"theta {cfg.rope_theta}; cross-attention dual={cfg.cross_attention_dual} "
-          f"single={cfg.cross_attention_single} kv={cfg.cross_attention_kv}")
+    print(
+        f"  hidden {cfg.hidden_size} = {cfg.num_heads} heads x {cfg.head_dim}; patch {cfg.patch_size_t}x"
+        f"{cfg.patch_size}x{cfg.patch_size}; channels {cfg.in_channels} -> {cfg.out_channels}; "
+        f"text width {cfg.text_dim}; image width {cfg.image_dim}; RoPE axes {cfg.rope_axes_dim}, "
+        f"theta {cfg.rope_theta}; cross-attention dual={cfg.cross_attention_dual} "
+        f"single={cfg.cross_attention_single} kv={cfg.cross_attention_kv}"
+    )
     return 0
 
 

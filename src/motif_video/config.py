@@ -157,9 +157,7 @@ class TransformerConfig:
                 raise ValueError(f"config {key}={d[key]!r} is not supported; expected {supported!r}")
         for key in ("pooled_projection_dim", "base_latent_size"):
             if d.get(key) is not None:
-                raise ValueError(
-                    f"config {key}={d[key]!r} is not supported (the released model leaves it null)"
-                )
+                raise ValueError(f"config {key}={d[key]!r} is not supported (the released model leaves it null)")
         # Absent keys take diffusers' class defaults, so a config.json written with defaults
         # omitted reads the same as diffusers reads it.
         values = {ours: d.get(theirs, _DIFFUSERS_DEFAULTS[theirs]) for theirs, ours in _DIFFUSERS_FIELDS.items()}
@@ -194,8 +192,14 @@ _DIFFUSERS_FIELDS: dict[str, str] = {
     "enable_text_cross_attention_single": "cross_attention_single",
 }
 # Keys read but not mapped onto a field (validated in from_diffusers).
-_DIFFUSERS_EXTRA_KEYS = {"num_single_layers", "qk_norm", "norm_type", "text_cross_attention_kv",
-                         "pooled_projection_dim", "base_latent_size"}
+_DIFFUSERS_EXTRA_KEYS = {
+    "num_single_layers",
+    "qk_norm",
+    "norm_type",
+    "text_cross_attention_kv",
+    "pooled_projection_dim",
+    "base_latent_size",
+}
 # `MotifVideoTransformer3DModel.__init__` defaults in diffusers 0.42.1.
 _DIFFUSERS_DEFAULTS: dict[str, Any] = {
     "in_channels": 33,

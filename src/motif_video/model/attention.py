@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib.util
 import math
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -68,4 +67,3 @@ def _kernel_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, back
 def split_heads(x: Tensor, num_heads: int) -> Tensor:
     """[B, L, N*Dh] -> [B, N, L, Dh]."""
     return x.unflatten(-1, (num_heads, -1)).transpose(1, 2)
-

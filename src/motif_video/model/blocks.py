@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from motif_video.config import TransformerConfig
 from motif_video.model.attention import attention, split_heads
-from motif_video.model.layers import MLP, AdaLNModulation, apply_rope, layer_norm
+from motif_video.model.layers import MLP, AdaLNModulation, apply_rope, layer_norm, pad_rope
 
 
 @dataclass(frozen=True)
@@ -166,8 +166,11 @@ class DualStreamBlock(nn.Module):
         qt, kt, vt = self.text_attn(text_norm)
         qv, kv = apply_rope(qv, inputs.rope), apply_rope(kv, inputs.rope)
         out = attention(
-            torch.cat([qv, qt], dim=2), torch.cat([kv, kt], dim=2), torch.cat([vv, vt], dim=2),
-            inputs.joint_mask, inputs.backend,
+            torch.cat([qv, qt], dim=2),
+            torch.cat([kv, kt], dim=2),
+            torch.cat([vv, vt], dim=2),
+            inputs.joint_mask,
+            inputs.backend,
         )  # [B, L+S, D]
         length = x_norm.shape[1]
         return self.video_attn_out(out[:, :length]), self.text_attn_out(out[:, length:])
@@ -220,9 +223,10 @@ class SingleStreamBlock(nn.Module):
         qkv = F.linear(h_norm, self.linear1.weight[:d3], self.linear1.bias[:d3])
         q, k, v = (split_heads(t, self.num_heads) for t in qkv.chunk(3, dim=-1))  # 3 x [B, N, L+S, Dh]
         q, k = self.norm_q(q), self.norm_k(k)
-        q = torch.cat([apply_rope(q[:, :, :length], inputs.rope), q[:, :, length:]], dim=2)
-        k_rot = torch.cat([apply_rope(k[:, :, :length], inputs.rope), k[:, :, length:]], dim=2)
-        attn = attention(q, k_rot, v, inputs.joint_mask, inputs.backend)  # [B, L+S, D]
+        # RoPE on the x part only: the context positions get the identity rotation (cos 1, sin 0),
+        # which is exact and spares slicing and re-concatenating Q and K.
+        rope = pad_rope(inputs.rope, h_norm.shape[1] - length)
+        attn = attention(apply_rope(q, rope), apply_rope(k, rope), v, inputs.joint_mask, inputs.backend)
         if self.cross_attn is None:
             return attn
         text_start = length + inputs.num_image_tokens

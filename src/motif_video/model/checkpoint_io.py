@@ -51,7 +51,7 @@ def key_table(cfg: TransformerConfig) -> KeyTable:
 
     def linear(ours: str, *theirs: str, rows: tuple[int, ...] | None = None) -> None:
         for suffix in (".weight", ".bias"):
-            parts = zip(theirs, rows) if rows else [(theirs[0], None)]
+            parts = zip(theirs, rows, strict=True) if rows else [(theirs[0], None)]
             table[ours + suffix] = tuple((t + suffix, r) for t, r in parts)
 
     def rms(ours: str, theirs: str) -> None:
@@ -61,7 +61,12 @@ def key_table(cfg: TransformerConfig) -> KeyTable:
     linear("text_embed.fc1", "context_embedder.linear_1")
     linear("text_embed.fc2", "context_embedder.linear_2")
     if cfg.image_dim is not None:
-        for ours, theirs in (("norm_in", "norm_in"), ("fc1", "linear_1"), ("fc2", "linear_2"), ("norm_out", "norm_out")):
+        for ours, theirs in (
+            ("norm_in", "norm_in"),
+            ("fc1", "linear_1"),
+            ("fc2", "linear_2"),
+            ("norm_out", "norm_out"),
+        ):
             linear(f"image_embed.{ours}", f"image_embedder.{theirs}")
     linear("time_embed.fc1", "time_text_embed.timestep_embedder.linear_1")
     linear("time_embed.fc2", "time_text_embed.timestep_embedder.linear_2")
@@ -88,8 +93,9 @@ def key_table(cfg: TransformerConfig) -> KeyTable:
         rms(f"{o}.video_attn.norm_q", f"{t}.attn.norm_q")
         rms(f"{o}.video_attn.norm_k", f"{t}.attn.norm_k")
         linear(f"{o}.video_attn_out", f"{t}.attn.to_out.0")
-        linear(f"{o}.text_attn.qkv", f"{t}.attn.add_q_proj", f"{t}.attn.add_k_proj", f"{t}.attn.add_v_proj",
-               rows=(d, d, d))
+        linear(
+            f"{o}.text_attn.qkv", f"{t}.attn.add_q_proj", f"{t}.attn.add_k_proj", f"{t}.attn.add_v_proj", rows=(d, d, d)
+        )
         rms(f"{o}.text_attn.norm_q", f"{t}.attn.norm_added_q")
         rms(f"{o}.text_attn.norm_k", f"{t}.attn.norm_added_k")
         linear(f"{o}.text_attn_out", f"{t}.attn.to_add_out")
@@ -106,8 +112,9 @@ def key_table(cfg: TransformerConfig) -> KeyTable:
     for o, index, has_cross in singles:
         t = f"single_transformer_blocks.{index}"
         linear(f"{o}.modulation.linear", f"{t}.norm.linear")
-        linear(f"{o}.linear1", f"{t}.attn.to_q", f"{t}.attn.to_k", f"{t}.attn.to_v", f"{t}.proj_mlp",
-               rows=(d, d, d, mlp))
+        linear(
+            f"{o}.linear1", f"{t}.attn.to_q", f"{t}.attn.to_k", f"{t}.attn.to_v", f"{t}.proj_mlp", rows=(d, d, d, mlp)
+        )
         rms(f"{o}.norm_q", f"{t}.attn.norm_q")
         rms(f"{o}.norm_k", f"{t}.attn.norm_k")
         linear(f"{o}.linear2", f"{t}.proj_out")
@@ -143,7 +150,7 @@ def to_official(cfg: TransformerConfig, ours: Mapping[str, Tensor]) -> dict[str,
         if len(parts) == 1:
             out[parts[0][0]] = tensor.contiguous()
         else:  # fused: split rows back into the official tensors (copies: no shared storage)
-            for (their_key, _), piece in zip(parts, tensor.split([r for _, r in parts])):
+            for (their_key, _), piece in zip(parts, tensor.split([r for _, r in parts]), strict=True):
                 out[their_key] = piece.clone()
     return out
 
@@ -267,7 +274,9 @@ def _detect_kv_form(keys: Iterable[str], default: str) -> str:
     shared = any(".cross_attn_query_proj." in k for k in keys)
     separate = any(".cross_attn.to_q." in k for k in keys)
     if shared and separate:
-        raise CheckpointError("checkpoint mixes both cross-attention layouts (cross_attn_query_proj and cross_attn.to_q)")
+        raise CheckpointError(
+            "checkpoint mixes both cross-attention layouts (cross_attn_query_proj and cross_attn.to_q)"
+        )
     return "shared" if shared else "separate" if separate else default
 
 
@@ -288,18 +297,29 @@ def infer_config(shapes: Mapping[str, tuple[int, ...]], base: TransformerConfig)
         raise CheckpointError(f"not a Motif-Video transformer checkpoint: key {e.args[0]!r} is missing") from None
     hidden, in_channels, pt, p = patch[0], patch[1], patch[2], patch[3]
     if hidden % base.head_dim:
-        raise CheckpointError(f"hidden size {hidden} is not a multiple of head_dim={base.head_dim} (from the base config)")
+        raise CheckpointError(
+            f"hidden size {hidden} is not a multiple of head_dim={base.head_dim} (from the base config)"
+        )
     num_dual = count("transformer_blocks.{}.norm1.linear.weight")
     num_single_total = count("single_transformer_blocks.{}.norm.linear.weight")
-    mlp_key = "single_transformer_blocks.0.proj_mlp.weight" if num_single_total else "transformer_blocks.0.ff.net.0.proj.weight"
-    cross_dual = "transformer_blocks.0.cross_attn_query_proj.weight" in shapes or \
-        "transformer_blocks.0.cross_attn.to_q.weight" in shapes
-    cross_single = "single_transformer_blocks.0.cross_attn_query_proj.weight" in shapes or \
-        "single_transformer_blocks.0.cross_attn.to_q.weight" in shapes
+    mlp_key = (
+        "single_transformer_blocks.0.proj_mlp.weight"
+        if num_single_total
+        else "transformer_blocks.0.ff.net.0.proj.weight"
+    )
+    cross_dual = (
+        "transformer_blocks.0.cross_attn_query_proj.weight" in shapes
+        or "transformer_blocks.0.cross_attn.to_q.weight" in shapes
+    )
+    cross_single = (
+        "single_transformer_blocks.0.cross_attn_query_proj.weight" in shapes
+        or "single_transformer_blocks.0.cross_attn.to_q.weight" in shapes
+    )
     num_decoder = base.num_decoder_blocks
     if cross_single:  # decoder blocks are exactly the single-stream blocks without cross-attention
         num_decoder = sum(
-            1 for i in range(num_single_total)
+            1
+            for i in range(num_single_total)
             if f"single_transformer_blocks.{i}.cross_attn_query_proj.weight" not in shapes
             and f"single_transformer_blocks.{i}.cross_attn.to_q.weight" not in shapes
         )
@@ -329,7 +349,9 @@ def infer_config(shapes: Mapping[str, tuple[int, ...]], base: TransformerConfig)
 # -- writing ---------------------------------------------------------------------------------
 
 
-def save_transformer(model: MotifVideoTransformer, path: str | os.PathLike, *, max_shard_bytes: int = 5 * 2**30) -> Path:
+def save_transformer(
+    model: MotifVideoTransformer, path: str | os.PathLike, *, max_shard_bytes: int = 5 * 2**30
+) -> Path:
     """Write `model` as a diffusers transformer directory (config.json + safetensors shards).
 
     The separate cross-attention form loads in diffusers' `MotifVideoTransformer3DModel`; the

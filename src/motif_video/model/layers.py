@@ -141,11 +141,9 @@ class RotaryEmbedding3D(nn.Module):
     def forward(self, grid: tuple[int, int, int], device: torch.device) -> tuple[Tensor, Tensor]:
         """cos, sin tables of shape [L, Dh] (float32) for a T x H x W grid, T slowest."""
         t, h, w = grid
-        axes = torch.meshgrid(
-            *(torch.arange(n, device=device, dtype=torch.float64) for n in (t, h, w)), indexing="ij"
-        )
+        axes = torch.meshgrid(*(torch.arange(n, device=device, dtype=torch.float64) for n in (t, h, w)), indexing="ij")
         angles = []
-        for pos, dim in zip(axes, self.axes_dim):
+        for pos, dim in zip(axes, self.axes_dim, strict=True):
             inv_freq = 1.0 / self.theta ** (torch.arange(0, dim, 2, device=device, dtype=torch.float64) / dim)
             angles.append(torch.outer(pos.reshape(-1), inv_freq))  # [L, dim/2]
         angle = torch.cat(angles, dim=1).repeat_interleave(2, dim=1)  # [L, Dh], pairs share an angle
@@ -161,3 +159,10 @@ def apply_rope(x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
     x1, x2 = xf.unflatten(-1, (-1, 2)).unbind(-1)  # the two channels of each rotating pair
     rotated = torch.stack([-x2, x1], dim=-1).flatten(-2)
     return (xf * cos + rotated * sin).to(x.dtype)
+
+
+def pad_rope(rope: tuple[Tensor, Tensor], extra: int) -> tuple[Tensor, Tensor]:
+    """Append `extra` positions with the identity rotation (cos 1, sin 0) to [.., L, Dh] tables."""
+    cos, sin = rope
+    shape = (*cos.shape[:-2], extra, cos.shape[-1])
+    return torch.cat([cos, cos.new_ones(shape)], dim=-2), torch.cat([sin, sin.new_zeros(shape)], dim=-2)

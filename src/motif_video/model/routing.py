@@ -37,7 +37,8 @@ class Route:
     def validate(self, num_tokens: int, batch: int, num_blocks: int, decoder_start: int) -> None:
         if not 0 <= self.start <= self.end < num_blocks:
             raise ValueError(
-                f"route blocks {self.start}..{self.end} must satisfy 0 <= start <= end < {num_blocks} (number of blocks)"
+                f"route blocks {self.start}..{self.end} must satisfy 0 <= start <= end < {num_blocks} "
+                "(the number of blocks)"
             )
         if self.start < decoder_start <= self.end:
             raise ValueError(

@@ -150,8 +150,8 @@ class MotifVideoTransformer(nn.Module):
         rope = self.rope(grid, hidden_states.device)  # [L, Dh] cos, sin
         c = self.time_embed(timestep.expand(batch) if timestep.dim() == 0 else timestep)  # [B, D]
         x = self.patch_embed(hidden_states)  # [B, L, D]
+        encoder_hidden_states, text_valid = _trim_padding(encoder_hidden_states, encoder_attention_mask)
         text = self.text_embed(encoder_hidden_states)  # [B, S, D]
-        text_valid = encoder_attention_mask.bool() if encoder_attention_mask is not None else None
         num_image_tokens = 0
         if image_embeds is not None:
             image = self.image_embed(image_embeds)  # [B, M, D], always attended
@@ -169,8 +169,10 @@ class MotifVideoTransformer(nn.Module):
             num_image_tokens=num_image_tokens,
             backend=self.attention_backend,
         )
-        routed = inputs if route is None else inputs.with_video_tokens(
-            route.gather_rope(rope), _joint_mask(text_valid, route.keep.shape[1])
+        routed = (
+            inputs
+            if route is None
+            else inputs.with_video_tokens(route.gather_rope(rope), _joint_mask(text_valid, route.keep.shape[1]))
         )
         features: dict[int, Tensor] = {}
 
@@ -188,15 +190,18 @@ class MotifVideoTransformer(nn.Module):
 
         # 3. DDT decoder: [decoder tokens ; encoder output], no text, no mask, RoPE on the first part.
         decoder_inputs = BlockInputs(c, rope, None, None, 0, self.attention_backend)
-        decoder_routed = decoder_inputs if route is None else decoder_inputs.with_video_tokens(
-            route.gather_rope(rope), None
+        decoder_routed = (
+            decoder_inputs if route is None else decoder_inputs.with_video_tokens(route.gather_rope(rope), None)
         )
         if self.decoder_blocks:
             encoder_out, x = x, decoder_x
         for offset, block in enumerate(self.decoder_blocks):
             index = cfg.num_dual_blocks + cfg.num_single_blocks + offset
             if route is not None and index == route.start:
-                (x_skipped, x), (enc_skipped, encoder_out) = (x, route.gather(x)), (encoder_out, route.gather(encoder_out))
+                (x_skipped, x), (enc_skipped, encoder_out) = (
+                    (x, route.gather(x)),
+                    (encoder_out, route.gather(encoder_out)),
+                )
             in_route = route is not None and route.start <= index <= route.end
             x, encoder_out = self._run(block, x, encoder_out, decoder_routed if in_route else decoder_inputs)
             if route is not None and index == route.end:
@@ -248,7 +253,8 @@ class MotifVideoTransformer(nn.Module):
             )
         if mask is not None and tuple(mask.shape) != tuple(text.shape[:2]):
             raise ValueError(
-                f"encoder_attention_mask must have shape {tuple(text.shape[:2])} (like the text), got {tuple(mask.shape)}"
+                f"encoder_attention_mask must have shape {tuple(text.shape[:2])} (like the text), "
+                f"got {tuple(mask.shape)}"
             )
         if image_embeds is not None:
             if self.image_embed is None:
@@ -265,6 +271,19 @@ class MotifVideoTransformer(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def _trim_padding(text: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Drop the trailing text positions that are padding in every sample.
+
+    Exact: a padded token is never a key for anyone, so nothing valid depends on it. Prompts are
+    padded to 512 tokens and are usually much shorter, so this saves real work."""
+    if mask is None:
+        return text, None
+    valid = mask.bool()
+    used = valid.any(dim=0).nonzero()
+    length = int(used.max()) + 1 if used.numel() else 1
+    return text[:, :length], valid[:, :length]
 
 
 def _joint_mask(text_valid: Tensor | None, num_video_tokens: int) -> Tensor | None:
