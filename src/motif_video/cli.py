@@ -1,20 +1,22 @@
 """`motif-video`: one subcommand per job. Argument parsing and display only; the work is in the package.
 
-Built: `info` (architecture and parameter counts of a preset or a checkpoint) and `convert`
-(any official checkpoint layout -> a diffusers transformer directory). The other subcommands
-are announced and exit with status 2 until the issue that builds them lands.
+Built: `generate` (text/image-to-video from a weights directory), `info` (architecture and
+parameter counts of a preset or a checkpoint) and `convert` (any official checkpoint layout -> a
+diffusers transformer directory). The other subcommands are announced and exit with status 2
+until the issue that builds them lands.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 # Subcommands whose implementation is not in this version, and where it is planned.
 _PLANNED = {
-    "generate": ("text-to-video / image-to-video generation", "issue #3 (sampling) and #5 (embedded model)"),
     "train": ("rectified-flow training with TREAD and REPA", "issue #4 (training)"),
     "prepare": ("turn a folder of clips into WebDataset shards", "issue #5 (data pipeline)"),
     "eval": ("VBench and weight-free video metrics", "issue #6 (evaluation)"),
@@ -36,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"motif-video {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    _add_generate(sub)
 
     info = sub.add_parser(
         "info",
@@ -85,15 +89,187 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _info(args)
         if args.command == "convert":
             return _convert(args)
+        if args.command == "generate":
+            return _generate(args)
         what, where = _PLANNED[args.command]
         print(
             f"motif-video {args.command}: {what} is not built yet in this version; it arrives with {where}.",
             file=sys.stderr,
         )
         return 2
-    except (UsageError, ValueError, FileNotFoundError) as e:
+    except KeyboardInterrupt:
+        print(f"motif-video {args.command}: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+    except (UsageError, ValueError, OSError) as e:
         print(f"motif-video {args.command}: error: {e}", file=sys.stderr)
         return 2
+
+
+def _add_generate(sub) -> None:
+    from motif_video.sampling.schedule import SCHEDULERS
+
+    p = sub.add_parser(
+        "generate",
+        help="generate a video from a prompt (and optionally a first image)",
+        description="Generate a video with Motif-Video: text-to-video, or image-to-video with --image. Writes an "
+        "H.264 MP4 and a JSON sidecar (same name, .json) with everything needed to reproduce it.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("prompt", help="what the video shows")
+    p.add_argument("--image", default=None, help="first frame for image-to-video (any image file PIL reads)")
+    p.add_argument(
+        "--negative-prompt",
+        default=None,
+        help="what to steer away from (default: the negative prompt the released model was trained "
+        "against; '' for none)",
+    )
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="pipeline directory in the official layout (transformer/, vae/, text_encoder/, tokenizer/, "
+        "scheduler/, for I2V feature_extractor/); default: the embedded model",
+    )
+    p.add_argument("--steps", type=int, default=50, help="denoising steps")
+    p.add_argument(
+        "--guidance",
+        choices=["apg", "cfg", "none"],
+        default=None,
+        help="guidance method (default: the weights' guider/ config, else APG)",
+    )
+    p.add_argument("--guidance-scale", type=float, default=None, help="guidance scale (default: from the guider)")
+    p.add_argument(
+        "--scheduler", choices=list(SCHEDULERS), default=None, help="sampler (default: the weights' scheduler/ config)"
+    )
+    p.add_argument("--shift", type=float, default=None, help="flow time shift (default: the scheduler config's)")
+    p.add_argument("--height", type=int, default=480, help="pixels, a multiple of 16")
+    p.add_argument("--width", type=int, default=832, help="pixels, a multiple of 16")
+    p.add_argument("--frames", type=int, default=49, help="4k+1 frames (49 = 2 s at 24 fps, 121 = 5 s)")
+    p.add_argument("--fps", type=int, default=24, help="frame rate of the written video")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first video; video i uses seed+i")
+    p.add_argument("--batch", type=int, default=1, help="number of videos")
+    p.add_argument("--out", default="motif-video.mp4", help="output .mp4 (with --batch N: NAME-0.mp4, NAME-1.mp4, ...)")
+    p.add_argument("--gif", action="store_true", help="also write a GIF")
+    p.add_argument("--contact-sheet", action="store_true", help="also write a PNG strip of frames")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default=None,
+        help="weights dtype (default: bfloat16 on CUDA, float32 on the CPU)",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument(
+        "--offload",
+        action="store_true",
+        help="keep models in CPU memory and move each to the device only while it runs",
+    )
+    p.add_argument("--vae-tiling", action="store_true", help="decode in tiles (less memory for large videos)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from motif_video import __version__
+    from motif_video.media import check_writable, write_contact_sheet, write_gif, write_json, write_mp4
+    from motif_video.sampling.pipeline import (
+        DEFAULT_NEGATIVE_PROMPT,
+        MotifVideoPipeline,
+        check_weights_dir,
+        load_image,
+        request_factors,
+        validate_request,
+        weights_fingerprint,
+    )
+
+    # Cheap checks first: nothing is loaded for a request that cannot succeed.
+    if args.weights is None:
+        raise UsageError(
+            "no --weights given, and the embedded default model is not built yet (issue #5); "
+            "pass a pipeline directory in the official layout"
+        )
+    weights = Path(args.weights)
+    check_weights_dir(weights)
+    validate_request([args.prompt], args.height, args.width, args.frames, args.steps, *request_factors(weights))
+    # an unreadable image fails here, before the model is loaded
+    image = load_image(args.image, args.height, args.width) if args.image else None
+    out = Path(args.out)
+    if out.suffix.lower() != ".mp4":
+        raise UsageError(f"--out must name an .mp4 file, got {out}")
+    check_writable(out)
+    if args.batch < 1:
+        raise UsageError(f"--batch must be >= 1, got {args.batch}")
+    if args.fps < 1:
+        raise UsageError(f"--fps must be >= 1, got {args.fps}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:
+        raise UsageError(f"device {device!r} is not available: {str(e).splitlines()[0]}") from None
+    dtype_name = args.dtype or ("bfloat16" if torch.device(device).type == "cuda" else "float32")
+    dtype = getattr(torch, dtype_name)
+    if torch.device(device).type == "cpu" and dtype == torch.float16:
+        raise UsageError("--dtype float16 is not supported on the CPU; use float32 or bfloat16")
+
+    started = time.time()
+    pipe = MotifVideoPipeline.from_pretrained(
+        weights, dtype=dtype, device=device, offload=args.offload, vae_tiling=args.vae_tiling
+    )
+    guidance = pipe.guidance
+    if args.guidance is not None or args.guidance_scale is not None:
+        guidance = guidance.with_kind(args.guidance or guidance.kind, args.guidance_scale)
+    negative = DEFAULT_NEGATIVE_PROMPT if args.negative_prompt is None else args.negative_prompt
+
+    result = pipe(
+        [args.prompt] * args.batch,
+        image=image,
+        negative_prompt=negative,
+        height=args.height,
+        width=args.width,
+        frames=args.frames,
+        steps=args.steps,
+        guidance=guidance,
+        scheduler=args.scheduler,
+        shift=args.shift,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    videos = result.uint8()
+    outputs = [out] if args.batch == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(args.batch)]
+    for i, (frames, path) in enumerate(zip(videos, outputs, strict=True)):
+        write_mp4(frames, path, fps=args.fps)
+        if args.gif:
+            write_gif(frames, path.with_suffix(".gif"), fps=args.fps)
+        if args.contact_sheet:
+            write_contact_sheet(frames, path.with_suffix(".png"))
+        write_json(
+            {
+                "prompt": args.prompt,
+                "negative_prompt": negative,
+                "image": str(Path(args.image).resolve()) if args.image else None,
+                "seed": args.seed + i,
+                "steps": args.steps,
+                "guidance": dataclasses.asdict(guidance),
+                "scheduler": args.scheduler or pipe.scheduler_config.get("_class_name"),
+                "shift": args.shift if args.shift is not None else pipe.scheduler_config.get("shift"),
+                "height": args.height,
+                "width": args.width,
+                "frames": args.frames,
+                "fps": args.fps,
+                "dtype": dtype_name,
+                "device": device,
+                "weights": str(weights.resolve()),
+                "weights_fingerprint": weights_fingerprint(weights),
+                "motif_video_version": __version__,
+                "torch_version": torch.__version__,
+                "seconds": round(time.time() - started, 2),
+                "command": ["motif-video", *sys.argv[1:]],
+            },
+            path.with_suffix(".json"),
+        )
+        print(f"wrote {path} ({args.frames} frames, {args.width}x{args.height}, {args.fps} fps)")
+    return 0
 
 
 def _info(args: argparse.Namespace) -> int:

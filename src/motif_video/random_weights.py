@@ -1,0 +1,134 @@
+"""Random-weight Motif-Video pipelines in the official directory layout, at any size.
+
+The components are the real classes (T5Gemma2 encoder with its SigLIP vision tower, a word-level
+tokenizer, diffusers' AutoencoderKLWan and MotifVideoTransformer3DModel, FlowMatchEuler, a
+diffusers guider), so loading code, shapes and numerics are exercised exactly as with released
+weights, offline and in seconds. Tests, benchmarks and smoke checks use them; nothing learned is
+in them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from motif_video.config import TransformerConfig
+
+WORDS = (
+    "<pad> </s> <unk> a the red green blue yellow circle square triangle moves left right up down on gray background"
+).split()
+
+
+def tiny_transformer_config(latent_channels: int = 4, text_dim: int = 32, image_dim: int = 24) -> TransformerConfig:
+    """Every stage, Shared Cross-Attention in the single blocks (diffusers' separate form)."""
+    return TransformerConfig(
+        in_channels=2 * latent_channels + 1,
+        out_channels=latent_channels,
+        num_heads=2,
+        head_dim=16,
+        num_dual_blocks=2,
+        num_single_blocks=2,
+        num_decoder_blocks=2,
+        text_dim=text_dim,
+        image_dim=image_dim,
+        rope_axes_dim=(4, 6, 6),
+        cross_attention_dual=True,
+        cross_attention_kv="separate",
+    )
+
+
+def build_random_pipeline(
+    path: str | Path,
+    transformer: TransformerConfig | None = None,
+    guider: str = "apg",
+    seed: int = 0,
+    weight_std: float = 0.1,
+):
+    """Save a random-weight pipeline to `path`; returns diffusers' I2V pipeline over the same parts.
+
+    `transformer` must use the separate cross-attention form (the one diffusers implements); its
+    `text_dim` / `image_dim` size the text encoder and its vision tower.
+    """
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        MotifVideoImage2VideoPipeline,
+        MotifVideoTransformer3DModel,
+    )
+    from diffusers.guiders import AdaptiveProjectedGuidance, ClassifierFreeGuidance
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, SiglipImageProcessor, T5Gemma2Encoder
+    from transformers.models.siglip.configuration_siglip import SiglipVisionConfig
+    from transformers.models.t5gemma2.configuration_t5gemma2 import T5Gemma2EncoderConfig, T5Gemma2TextConfig
+
+    cfg = transformer or tiny_transformer_config()
+    if cfg.cross_attention_kv != "separate":
+        raise ValueError("diffusers implements only the separate cross-attention form")
+    torch.manual_seed(seed)
+    word_level = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    word_level.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=word_level, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
+    )
+    text_config = T5Gemma2TextConfig(
+        vocab_size=len(WORDS),
+        hidden_size=cfg.text_dim,
+        intermediate_size=2 * cfg.text_dim,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        dropout_rate=0.0,
+        sliding_window=16,
+    )
+    vision_config = SiglipVisionConfig(
+        hidden_size=cfg.image_dim or 24,
+        intermediate_size=48,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+    )
+    encoder = T5Gemma2Encoder(
+        T5Gemma2EncoderConfig(text_config=text_config, vision_config=vision_config, mm_tokens_per_image=4)
+    ).eval()
+    z = cfg.out_channels
+    generator = torch.Generator().manual_seed(seed + 1)
+    vae = AutoencoderKLWan(
+        base_dim=8,
+        z_dim=z,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        latents_mean=(torch.randn(z, generator=generator) * 0.2).tolist(),
+        latents_std=(1 + torch.rand(z, generator=generator)).tolist(),
+    ).eval()
+    model = MotifVideoTransformer3DModel(**{k: v for k, v in cfg.to_diffusers().items() if not k.startswith("_")})
+    with torch.no_grad():  # random everywhere: zero-initialised paths would hide mistakes
+        for name, p in model.named_parameters():
+            centre = 1.0 if "norm" in name and p.dim() == 1 and name.endswith("weight") else 0.0
+            p.copy_(centre + weight_std * torch.randn(p.shape, generator=generator))
+    if guider == "apg":  # the released model's settings
+        guidance = AdaptiveProjectedGuidance(
+            guidance_scale=8.0,
+            adaptive_projected_guidance_rescale=12.0,
+            adaptive_projected_guidance_momentum=0.1,
+            use_original_formulation=True,
+            adaptive_projected_guidance_norm_dim=[-1, -2, -4],
+        )
+    elif guider == "cfg":
+        guidance = ClassifierFreeGuidance(guidance_scale=5.0)
+    else:
+        raise ValueError(f"guider must be 'apg' or 'cfg', got {guider!r}")
+    pipe = MotifVideoImage2VideoPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=vae,
+        text_encoder=encoder,
+        tokenizer=tokenizer,
+        transformer=model.eval(),
+        guider=guidance,
+        feature_extractor=SiglipImageProcessor(size={"height": 32, "width": 32}),
+    )
+    pipe.save_pretrained(path)
+    return pipe

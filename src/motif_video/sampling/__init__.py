@@ -1,0 +1,1 @@
+"""Sampling: schedules, guidance, the denoising loop and the generation pipeline."""

@@ -1,0 +1,291 @@
+"""Text-to-video and image-to-video generation: wires the encoders, the transformer and the sampler.
+
+    prompt ─ T5Gemma2 ─▶ text [B, S, Dt] (+ SigLIP tokens of the first image, I2V)
+    noise [B, Z, F', H', W'] ─┬─ [noise | first-frame latent | mask] ─ transformer ─ guidance ─ scheduler ─▶ ...
+                              └─ (T2V: condition and mask are zeros) ─────────────────────────────────────┘
+    final latents ─ Wan VAE decode ─▶ frames [B, F, H, W, 3] in [0, 1]
+
+One checkpoint does both tasks: image-to-video puts the VAE latent of the first frame in the 16
+condition channels (mask 1 on latent frame 0) and prepends the image tokens to the text.
+Randomness: one `torch.Generator` per video (seed, seed+1, ...), so a video does not depend on
+the batch it was made in; for I2V the first-frame latent is sampled from the VAE posterior with
+the first video's generator after the noise is drawn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from motif_video.model.checkpoint_io import load_transformer
+from motif_video.model.text_encoder import T5Gemma2TextEncoder
+from motif_video.model.transformer import MotifVideoTransformer
+from motif_video.model.vae import VideoAutoencoder
+from motif_video.sampling.guidance import Guidance, GuidanceConfig
+from motif_video.sampling.sampler import Conditioning, sample
+from motif_video.sampling.schedule import load_scheduler, set_timesteps
+
+# Reported as the categories of the negative prompt the released model was trained against
+# (third-party wrapper citing the model card); the exact wording was not available to us.
+DEFAULT_NEGATIVE_PROMPT = (
+    "text overlay, watermark, logo, subtitles, jerky motion, identity drift, flickering, ghosting, "
+    "deformation, desaturated colors, exposure shift, worst quality, blurry, distorted"
+)
+
+# Files a pipeline directory must have (the official diffusers layout).
+REQUIRED_FILES = (
+    "transformer/config.json",
+    "vae/config.json",
+    "text_encoder/config.json",
+    "tokenizer/tokenizer_config.json",
+    "scheduler/scheduler_config.json",
+)
+
+
+@dataclass
+class GenerationOutput:
+    frames: Tensor  # [B, F, H, W, 3] float in [0, 1]
+    latents: Tensor  # [B, Z, F', H', W'] final normalised latents
+
+    def uint8(self) -> np.ndarray:
+        return (self.frames * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
+class MotifVideoPipeline:
+    def __init__(
+        self,
+        transformer: MotifVideoTransformer,
+        vae: VideoAutoencoder,
+        text_encoder: T5Gemma2TextEncoder,
+        scheduler_config: dict,
+        guidance: GuidanceConfig | None = None,
+        device: str | torch.device = "cpu",
+        offload: bool = False,
+    ) -> None:
+        self.transformer = transformer.eval()
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.scheduler_config = scheduler_config
+        self.guidance = guidance or GuidanceConfig()
+        self.device = torch.device(device)
+        self.offload = offload  # keep models on the CPU and move each to the device only while used
+        self.source: str | None = None
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        root: str | Path,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        offload: bool = False,
+        vae_tiling: bool = False,
+    ) -> MotifVideoPipeline:
+        """Load every component from a pipeline directory in the official layout."""
+        root = Path(root)
+        check_weights_dir(root)
+        home = "cpu" if offload else device
+        transformer = load_transformer(root / "transformer", dtype=dtype, device=home)
+        vae = VideoAutoencoder.from_pretrained(root / "vae", dtype=dtype, device=home)
+        if vae_tiling:
+            vae.vae.enable_tiling()
+        text_encoder = T5Gemma2TextEncoder.from_pretrained(root, dtype=dtype, device=home)
+        scheduler_config = json.loads((root / "scheduler" / "scheduler_config.json").read_text())
+        guider_file = root / "guider" / "guider_config.json"
+        guidance = GuidanceConfig.from_diffusers(json.loads(guider_file.read_text())) if guider_file.is_file() else None
+        pipe = cls(transformer, vae, text_encoder, scheduler_config, guidance, device=device, offload=offload)
+        pipe.source = str(root)
+        return pipe
+
+    # -- request validation -----------------------------------------------------------------------
+
+    def check_request(self, prompts: list[str], height: int, width: int, frames: int, steps: int) -> None:
+        multiple = self.vae.spatial_factor * self.transformer.cfg.patch_size
+        validate_request(prompts, height, width, frames, steps, multiple, self.vae.temporal_factor)
+
+    # -- generation -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        *,
+        image: Tensor | None = None,
+        negative_prompt: str | None = None,
+        height: int = 480,
+        width: int = 832,
+        frames: int = 49,
+        steps: int = 50,
+        guidance: GuidanceConfig | None = None,
+        scheduler: str | None = None,
+        shift: float | None = None,
+        seed: int = 0,
+        generators: list[torch.Generator] | None = None,
+        progress: bool = True,
+        on_step=None,
+    ) -> GenerationOutput:
+        """Generate one video per prompt.
+
+        image: the first frame for image-to-video, [3, H, W] in [-1, 1] at the output size
+        (`load_image` makes one). `generators` (one per video) override `seed`.
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        self.check_request(prompts, height, width, frames, steps)
+        guidance = guidance or self.guidance
+        batch = len(prompts)
+        if generators is None:
+            generators = [torch.Generator().manual_seed(seed + i) for i in range(batch)]
+        if len(generators) != batch:
+            raise ValueError(f"got {len(generators)} generators for {batch} prompts")
+
+        # 1. Text (and image) conditioning.
+        with self._on_device(self.text_encoder):
+            text, text_mask = self.text_encoder.encode(prompts)
+            negative = None
+            if guidance.active:
+                negative = self.text_encoder.encode([negative_prompt if negative_prompt is not None else ""] * batch)
+            image_tokens = None
+            if image is not None:
+                image_tokens = self.text_encoder.encode_image(((image[None] + 1) / 2).clamp(0, 1))
+                image_tokens = image_tokens.expand(batch, -1, -1)
+
+        # 2. Noise, one generator per video (drawn on the CPU: the same video on every device).
+        z, lf, lh, lw = self.vae.latent_shape(frames, height, width)
+        dtype = next(self.transformer.parameters()).dtype
+        latents = torch.cat([torch.randn((1, z, lf, lh, lw), generator=g, dtype=dtype) for g in generators])
+        latents = latents.to(self.device)
+
+        # 3. First-frame condition: VAE latent at latent frame 0 and a mask channel (zeros for T2V).
+        condition = torch.zeros(batch, z + 1, lf, lh, lw, device=self.device, dtype=dtype)
+        if image is not None and lf > 1:  # a single latent frame leaves nothing to condition
+            with self._on_device(self.vae):
+                first = self.vae.encode(image[None, :, None].to(self.vae.dtype), generator=generators[0])
+            condition[:, :z, :1] = first.to(self.device, dtype)
+            condition[:, z, 0] = 1.0
+        elif image is not None:
+            image_tokens = None
+
+        # 4. Denoise.
+        schedule = load_scheduler(self.scheduler_config, scheduler, shift)
+        cfg = self.transformer.cfg
+        tokens = (lf // cfg.patch_size_t) * (lh // cfg.patch_size) * (lw // cfg.patch_size)
+        timesteps = set_timesteps(schedule, steps, tokens, self.device)
+        conditioning = Conditioning(
+            condition=condition,
+            text=text.to(self.device),
+            text_mask=text_mask.to(self.device),
+            negative_text=None if negative is None else negative[0].to(self.device),
+            negative_mask=None if negative is None else negative[1].to(self.device),
+            image_tokens=None if image_tokens is None else image_tokens.to(self.device),
+        )
+        with self._on_device(self.transformer):
+            latents = sample(
+                self.transformer,
+                latents,
+                conditioning,
+                schedule,
+                timesteps,
+                Guidance(guidance),
+                progress=progress,
+                on_step=on_step,
+            )
+
+        # 5. Decode, one video at a time (the VAE's memory grows with the batch).
+        with self._on_device(self.vae):
+            video = torch.cat(
+                [self.vae.decode(z) for z in tqdm(latents.split(1), desc="decoding", disable=not progress)]
+            )
+        frames_out = (video.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 4, 1).cpu()  # [B, F, H, W, 3]
+        return GenerationOutput(frames=frames_out, latents=latents)
+
+    def _on_device(self, component):
+        return _Placement(component, self.device, self.offload)
+
+
+class _Placement:
+    """Context manager: with offloading, the component lives on the device only inside the block."""
+
+    def __init__(self, component, device: torch.device, offload: bool) -> None:
+        self.component, self.device, self.offload = component, device, offload
+
+    def __enter__(self):
+        if self.offload:
+            self.component.to(self.device)
+        return self.component
+
+    def __exit__(self, *exc) -> None:
+        if self.offload:
+            self.component.to("cpu")
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
+def validate_request(
+    prompts: list[str], height: int, width: int, frames: int, steps: int, multiple: int = 16, temporal: int = 4
+) -> None:
+    """Clear errors for requests the model cannot serve (sizes follow the VAE and patch factors)."""
+    if not prompts or any(not p.strip() for p in prompts):
+        raise ValueError("the prompt is empty; describe the video to generate")
+    if height <= 0 or width <= 0 or height % multiple or width % multiple:
+        raise ValueError(f"height and width must be positive multiples of {multiple}, got {height} x {width}")
+    if frames < 1 or (frames - 1) % temporal:
+        valid = ", ".join(str(temporal * k + 1) for k in range(6))
+        raise ValueError(f"frames must be {temporal}k+1 ({valid}, ..., 49, ..., 121), got {frames}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+
+
+def request_factors(root: Path) -> tuple[int, int]:
+    """(size multiple, temporal factor) of a weights directory, read from its configs alone."""
+    vae = json.loads((root / "vae" / "config.json").read_text())
+    transformer = json.loads((root / "transformer" / "config.json").read_text())
+    spatial = vae.get("scale_factor_spatial", 8)
+    return spatial * transformer.get("patch_size", 2), vae.get("scale_factor_temporal", 4)
+
+
+def check_weights_dir(root: Path) -> None:
+    """A clear error listing what a pipeline directory lacks."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"weights directory {root} does not exist")
+    missing = [f for f in REQUIRED_FILES if not (root / f).is_file()]
+    if not any((root / "transformer").glob("*.safetensors")) and "transformer/config.json" not in missing:
+        missing.append("transformer/*.safetensors")
+    if not any((root / "vae").glob("*.safetensors")) and "vae/config.json" not in missing:
+        missing.append("vae/*.safetensors")
+    if missing:
+        raise FileNotFoundError(f"weights directory {root} is incomplete; missing: {', '.join(missing)}")
+
+
+def load_image(path: str | Path, height: int, width: int) -> Tensor:
+    """An image file -> [3, height, width] in [-1, 1], resized as diffusers' video processor does."""
+    from diffusers.video_processor import VideoProcessor
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+    except (FileNotFoundError, IsADirectoryError, UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"cannot read image {path}: {e.__class__.__name__}: {e}") from None
+    video = VideoProcessor(vae_scale_factor=8).preprocess_video([img], height=height, width=width)  # [1, 3, 1, H, W]
+    return video[0, :, 0]
+
+
+def weights_fingerprint(root: str | Path) -> str:
+    """A short identity of a weights directory: every file's path and size, every JSON's content.
+
+    Cheap (no hashing of gigabytes), and any re-export, different shard or changed config changes it."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = file.relative_to(root).as_posix()
+        digest.update(f"{rel}:{file.stat().st_size}\n".encode())
+        if file.suffix == ".json":
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,75 @@
+"""The denoising loop: from noise (t = 1) to data (t = 0) with a flow-matching scheduler.
+
+Per step: the transformer predicts the velocity for the conditional (and, with guidance, the
+unconditional) text in one batched pass, guidance combines them, the scheduler steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from motif_video.sampling.guidance import Guidance
+
+# velocity(latents [B, Z, F, H, W], timestep [B], text index: 0 cond / 1 uncond) -> [B, Z, F, H, W]
+Denoiser = Callable[[Tensor, Tensor, bool], Tensor]
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Everything the transformer gets besides the noisy latents, for cond and uncond text."""
+
+    condition: Tensor  # [B, Z+1, F, H, W] first-frame latent | mask (zeros for text-to-video)
+    text: Tensor  # [B, S, Dt]
+    text_mask: Tensor  # [B, S]
+    negative_text: Tensor | None  # [B, S', Dt]
+    negative_mask: Tensor | None
+    image_tokens: Tensor | None  # [B, M, Di]
+
+
+def sample(
+    transformer: torch.nn.Module,
+    latents: Tensor,
+    conditioning: Conditioning,
+    scheduler,
+    timesteps: Tensor,
+    guidance: Guidance,
+    progress: bool = True,
+    on_step: Callable[[int, int], None] | None = None,
+) -> Tensor:
+    """Run the loop; returns the final latents. `on_step(i, n)` is called after every step
+    (progress displays, cancellation: raise from it to stop)."""
+    c = conditioning
+    two = guidance.config.active
+    if two:
+        # One batched pass for both texts: pad the shorter to the longer, masks mark the real tokens.
+        text, mask = _stack_texts(c.text, c.text_mask, c.negative_text, c.negative_mask)
+        image = None if c.image_tokens is None else torch.cat([c.image_tokens, c.image_tokens])
+        condition = torch.cat([c.condition, c.condition])
+    else:
+        text, mask, image, condition = c.text, c.text_mask, c.image_tokens, c.condition
+    dtype = next(transformer.parameters()).dtype
+    for i, t in enumerate(tqdm(timesteps, desc="denoising", disable=not progress)):
+        x = torch.cat([latents, latents]) if two else latents
+        x = torch.cat([x, condition], dim=1).to(dtype)
+        velocity = transformer(x, t.expand(x.shape[0]), text, mask, image).velocity
+        cond, uncond = velocity.chunk(2) if two else (velocity, None)
+        latents = scheduler.step(guidance(cond, uncond), t, latents, return_dict=False)[0]
+        if on_step is not None:
+            on_step(i, len(timesteps))
+    return latents
+
+
+def _stack_texts(text: Tensor, mask: Tensor, neg: Tensor, neg_mask: Tensor) -> tuple[Tensor, Tensor]:
+    length = max(text.shape[1], neg.shape[1])
+
+    def pad(x: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
+        extra = length - x.shape[1]
+        return torch.nn.functional.pad(x, (0, 0, 0, extra)), torch.nn.functional.pad(m, (0, extra))
+
+    (a, am), (b, bm) = pad(text, mask), pad(neg, neg_mask)
+    return torch.cat([a, b]), torch.cat([am, bm])
