@@ -27,6 +27,13 @@ def tiny_dir(request, tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def apg_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-apg-only")
+    build_random_pipeline(path, guider="apg")
+    return path
+
+
 def _reference(tiny_dir, image):
     from diffusers import MotifVideoImage2VideoPipeline
     from diffusers import MotifVideoPipeline as DiffusersT2V
@@ -69,8 +76,8 @@ def test_guidance_config_comes_from_the_weights(tiny_dir):
         assert pipe.guidance == GuidanceConfig(kind="cfg", scale=5.0, original_formulation=False)
 
 
-def test_videos_do_not_depend_on_batch_or_offload(tiny_dir):
-    pipe = MotifVideoPipeline.from_pretrained(tiny_dir, offload=True)
+def test_videos_do_not_depend_on_batch_or_offload(apg_dir):
+    pipe = MotifVideoPipeline.from_pretrained(apg_dir, offload=True)
     alone = pipe(PROMPT, steps=2, seed=11, progress=False, **SIZE)
     batch = pipe(["a blue square moves up", PROMPT], steps=2, seed=10, progress=False, **SIZE)
     torch.testing.assert_close(batch.latents[1:], alone.latents, rtol=1e-5, atol=1e-5)
@@ -96,3 +103,35 @@ def test_guidance_math():
     assert dot.abs().max() < 1e-5
     with pytest.raises(ValueError, match="unknown guidance 'pag'"):
         GuidanceConfig(kind="pag")
+
+
+@pytest.mark.parametrize("scheduler", ["euler", "dpm++", "unipc"])
+def test_every_scheduler_generates(apg_dir, scheduler):
+    pipe = MotifVideoPipeline.from_pretrained(apg_dir)
+    out = pipe(PROMPT, steps=3, seed=0, progress=False, scheduler=scheduler, shift=5.0, **SIZE)
+    assert torch.isfinite(out.frames).all() and out.frames.shape == (1, 9, 32, 48, 3)
+    assert out.frames.min() >= 0 and out.frames.max() <= 1
+
+
+def test_schedule_follows_shift_and_rejects_bad_values():
+    from motif_video.sampling.schedule import load_scheduler, set_timesteps
+
+    config = {"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0}
+    plain = set_timesteps(load_scheduler(config), 3, 100, "cpu")
+    # sigmas linspace(1, 1/3, 3) shifted by 3: s' = 3s / (1 + 2s)
+    torch.testing.assert_close(plain, torch.tensor([1000.0, 857.142857, 600.0]))
+    stronger = set_timesteps(load_scheduler(config, shift=15.0), 3, 100, "cpu")
+    assert (stronger[1:] > plain[1:]).all()  # a larger shift spends more steps at high noise
+    with pytest.raises(ValueError, match="unknown scheduler 'ddim'"):
+        load_scheduler(config, "ddim")
+    with pytest.raises(ValueError, match="shift must be > 0"):
+        load_scheduler(config, shift=0.0)
+
+
+def test_bfloat16_generation_runs_and_stays_close(apg_dir):
+    full = MotifVideoPipeline.from_pretrained(apg_dir)(PROMPT, steps=2, seed=0, progress=False, **SIZE)
+    half = MotifVideoPipeline.from_pretrained(apg_dir, dtype=torch.bfloat16)(
+        PROMPT, steps=2, seed=0, progress=False, **SIZE
+    )
+    assert half.frames.dtype == torch.float32 and torch.isfinite(half.frames).all()
+    assert (half.frames - full.frames).abs().mean() < 0.05
