@@ -17,7 +17,6 @@ from pathlib import Path
 
 # Subcommands whose implementation is not in this version, and where it is planned.
 _PLANNED = {
-    "train": ("rectified-flow training with TREAD and REPA", "issue #4 (training)"),
     "prepare": ("turn a folder of clips into WebDataset shards", "issue #5 (data pipeline)"),
     "eval": ("VBench and weight-free video metrics", "issue #6 (evaluation)"),
     "analyze": ("per-block cross-frame attention analysis", "issue #6 (analysis)"),
@@ -40,6 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     _add_generate(sub)
+
+    train = sub.add_parser(
+        "train",
+        help="train or fine-tune (rectified flow, TREAD, REPA); resumes automatically",
+        description="Train a Motif-Video transformer from a TOML run file plus dotted overrides, e.g. "
+        "'motif-video train configs/debug.toml optim.lr=1e-4 train.steps=500'. Resumes from the newest complete "
+        "checkpoint in train.out_dir. Launch with torchrun for several processes (FSDP2).",
+    )
+    train.add_argument("config", help="TOML run file (see configs/)")
+    train.add_argument("overrides", nargs="*", help="section.key=value settings that replace the file's")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
 
     info = sub.add_parser(
         "info",
@@ -82,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if args.command == "train":  # overrides may come after options: `train cfg.toml --quiet a.b=1`
+        args.overrides += [e for e in extra if "=" in e and not e.startswith("-")]
+        extra = [e for e in extra if e not in args.overrides]
     if extra and args.command not in _PLANNED:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
@@ -91,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _convert(args)
         if args.command == "generate":
             return _generate(args)
+        if args.command == "train":
+            return _train(args)
         what, where = _PLANNED[args.command]
         print(
             f"motif-video {args.command}: {what} is not built yet in this version; it arrives with {where}.",
@@ -100,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"motif-video {args.command}: interrupted; no partial output was kept", file=sys.stderr)
         return 130
-    except (UsageError, ValueError, OSError) as e:
+    except (UsageError, ValueError, OSError, FloatingPointError) as e:
         print(f"motif-video {args.command}: error: {e}", file=sys.stderr)
         return 2
 
@@ -269,6 +284,24 @@ def _generate(args: argparse.Namespace) -> int:
             path.with_suffix(".json"),
         )
         print(f"wrote {path} ({args.frames} frames, {args.width}x{args.height}, {args.fps} fps)")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from motif_video import distributed
+    from motif_video.training.config import TrainConfig
+    from motif_video.training.train import train
+
+    if not Path(args.config).is_file():
+        raise UsageError(f"config file {args.config} does not exist")
+    cfg = TrainConfig.load(args.config, args.overrides)
+    try:
+        history = train(cfg, progress=not args.quiet)
+    finally:
+        distributed.shutdown()
+    if history:
+        last = history[-1]
+        distributed.print0(f"step {last['step'] + 1}: loss {last['loss']:.4f}; run directory {cfg.train.out_dir}")
     return 0
 
 

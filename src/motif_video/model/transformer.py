@@ -45,7 +45,9 @@ from motif_video.model.routing import Route
 @dataclass
 class TransformerOutput:
     velocity: Tensor  # [B, C_out, F, H, W]
-    features: dict[int, Tensor] = field(default_factory=dict)  # block index -> video tokens [B, L|K, D]
+    # block index -> video tokens after that block: [B, L, D], or [B, K, D] (the kept tokens only)
+    # for a block inside a route other than its last, after which the skipped tokens are back.
+    features: dict[int, Tensor] = field(default_factory=dict)
 
 
 class MotifVideoTransformer(nn.Module):

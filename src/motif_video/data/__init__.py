@@ -1,0 +1,1 @@
+"""Data: sources of training batches (nothing here imports the model)."""

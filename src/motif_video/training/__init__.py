@@ -1,0 +1,1 @@
+"""Training: the rectified-flow objective, TREAD routing, REPA alignment, the loop and checkpoints."""

@@ -1,0 +1,78 @@
+"""Training checkpoints that lose nothing: sharded (torch.distributed.checkpoint), atomic, pruned.
+
+A checkpoint is the folder `step-NNNNNNN/` in the run directory: model (with the REPA projector
+while it exists), optimizer, EMA and `meta.json` (step, skipped steps). Every rank writes its
+shards into `step-NNNNNNN.partial/`; rank 0 renames it when all are done, so a folder without
+`.partial` is complete and a killed save leaves only a `.partial` that resume ignores and the
+next save replaces. The learning rate is a function of the step; the data position and every
+random draw are functions of (seed, step, rank), so the step restores them too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.optim import Optimizer
+
+from motif_video import distributed
+from motif_video.training.ema import EMA
+
+_NAME = re.compile(r"^step-(\d{7})$")
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    if not run_dir.is_dir():
+        return []
+    found = [p for p in run_dir.iterdir() if p.is_dir() and _NAME.match(p.name) and (p / "meta.json").is_file()]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+
+
+def save(
+    run_dir: Path,
+    step: int,
+    model: nn.Module,
+    optimizer: Optimizer,
+    ema: EMA,
+    meta: dict,
+    keep_last: int,
+    is_main: bool,
+) -> Path:
+    final = run_dir / f"step-{step:07d}"
+    partial = run_dir / f"step-{step:07d}.partial"
+    if is_main and partial.exists():
+        shutil.rmtree(partial)
+    distributed.barrier()
+    model_state, optim_state = get_state_dict(model, optimizer)
+    with warnings.catch_warnings():  # one process without a process group is a supported case
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.save({"model": model_state, "optim": optim_state, "ema": ema.state_dict()}, checkpoint_id=str(partial))
+    distributed.barrier()
+    if is_main:
+        (partial / "meta.json").write_text(json.dumps({**meta, "step": step}, indent=2) + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        partial.rename(final)
+        for old in checkpoints(run_dir)[:-keep_last]:
+            shutil.rmtree(old)
+    distributed.barrier()
+    return final
+
+
+def load(path: Path, model: nn.Module, optimizer: Optimizer, ema: EMA) -> dict:
+    """Restore in place; returns meta.json."""
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optim": optim_state, "ema": ema.state_dict()}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=str(path))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    ema.load_state_dict(state["ema"])
+    return json.loads((path / "meta.json").read_text())

@@ -1,0 +1,195 @@
+"""Training run configuration: TOML files in configs/ plus dotted `section.key=value` overrides.
+
+Every section is a frozen dataclass; unknown sections or keys and values of the wrong type are
+rejected with the offending name. `TrainConfig.load("configs/debug.toml", ["optim.lr=1e-4"])`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from motif_video.config import TransformerConfig, get_preset
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    preset: str = "debug"
+    overrides: dict[str, Any] = field(default_factory=dict)  # TransformerConfig fields
+    init_from: str | None = None  # a released checkpoint (directory or file) to fine-tune
+
+    def transformer(self) -> TransformerConfig:
+        return get_preset(self.preset).replace(**self.overrides) if self.overrides else get_preset(self.preset)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    source: str = "synthetic"  # "synthetic": procedural latents (data/synthetic.py)
+    batch_size: int = 4  # global batch, split over data-parallel ranks
+    latent_frames: int = 3
+    latent_height: int = 8
+    latent_width: int = 8
+    image_fraction: float = 0.25  # share of 1-frame (image) batches, interleaved
+    text_len: int = 16
+    num_samples: int = 512
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FlowSection:
+    timesteps: str = "logit_normal"  # or "uniform"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    shift: float = 1.0  # at base_tokens; grows with sqrt(tokens / base_tokens)
+    base_tokens: int = 256
+    caption_dropout: float = 0.1  # for classifier-free guidance
+    i2v_fraction: float = 0.25  # samples trained with the first-frame condition (image-to-video)
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.0
+    eps: float = 1e-8
+    warmup_steps: int = 20
+    schedule: str = "constant"  # or "cosine"
+    min_lr_ratio: float = 0.1  # cosine floor, as a fraction of lr
+    grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class TreadSection:
+    enabled: bool = False
+    keep_ratio: float = 0.5  # share of video tokens that go through the routed blocks
+    start: int = 1  # first routed block
+    end: int = -2  # last routed block (negative: counted from the end of the encoder)
+
+
+@dataclass(frozen=True)
+class RepaSection:
+    enabled: bool = False
+    teacher: str = "vjepa2"  # or "dinov2"
+    teacher_path: str = ""  # local directory of the transformers model
+    block: int = 2  # student block whose video tokens are aligned
+    weight: float = 0.5
+    until_step: int = 0  # REPA switches off (teacher freed) at this step; 0 = never
+    projector_dim: int = 256
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    steps: int = 200
+    seed: int = 0
+    out_dir: str = "runs/debug"
+    precision: str = "fp32"  # or "bf16" (autocast)
+    activation_checkpointing: bool = False
+    compile: bool = False
+    ema_decay: float = 0.999
+    max_skipped_steps: int = 10  # NaN/inf steps tolerated before the run stops
+    log_every: int = 10
+    save_every: int = 100
+    keep_last: int = 2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    flow: FlowSection = field(default_factory=FlowSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    tread: TreadSection = field(default_factory=TreadSection)
+    repa: RepaSection = field(default_factory=RepaSection)
+    train: TrainSection = field(default_factory=TrainSection)
+
+    def __post_init__(self) -> None:
+        self.model.transformer()  # validates preset and overrides
+        if self.flow.timesteps not in ("logit_normal", "uniform"):
+            raise ValueError(f"flow.timesteps must be 'logit_normal' or 'uniform', got {self.flow.timesteps!r}")
+        if self.optim.schedule not in ("constant", "cosine"):
+            raise ValueError(f"optim.schedule must be 'constant' or 'cosine', got {self.optim.schedule!r}")
+        if self.train.precision not in ("fp32", "bf16"):
+            raise ValueError(f"train.precision must be 'fp32' or 'bf16', got {self.train.precision!r}")
+        if not 0 < self.tread.keep_ratio <= 1:
+            raise ValueError(f"tread.keep_ratio must be in (0, 1], got {self.tread.keep_ratio}")
+        if self.repa.teacher not in ("vjepa2", "dinov2"):
+            raise ValueError(f"repa.teacher must be 'vjepa2' or 'dinov2', got {self.repa.teacher!r}")
+        for name, value in (
+            ("data.batch_size", self.data.batch_size),
+            ("train.steps", self.train.steps),
+            ("train.save_every", self.train.save_every),
+            ("train.keep_last", self.train.keep_last),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
+        raw: dict[str, Any] = tomllib.loads(Path(path).read_text()) if path else {}
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep or "." not in key:
+                raise ValueError(f"override {item!r} must look like section.key=value")
+            section, _, name = key.partition(".")
+            raw.setdefault(section, {})
+            target = raw[section]
+            if section == "model" and name.startswith("overrides."):
+                target = target.setdefault("overrides", {})
+                name = name.removeprefix("overrides.")
+            target[name] = _parse_value(value)
+        return from_dict(cls, raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def from_dict(cls, raw: dict[str, Any], where: str = ""):
+    """Build dataclass `cls` from a dict: unknown keys and wrong types are errors naming them."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown config keys {[where + k for k in unknown]}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ValueError(f"config section {where + name!r} must be a table")
+            values[name] = from_dict(hint, value, f"{where}{name}.")
+        else:
+            values[name] = _check_type(value, hint, where + name)
+    return cls(**values)
+
+
+def _check_type(value: Any, hint: Any, name: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or origin is dict:
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ValueError(f"config {name} must be a list of {len(args)} values, got {value!r}")
+        return tuple(_check_type(v, a, name) for v, a in zip(value, args, strict=True))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ValueError(f"config {name} must be {hint.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _parse_value(text: str) -> Any:
+    """A command-line value as TOML reads it (numbers, booleans, lists, quoted strings); else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text

@@ -1,0 +1,62 @@
+"""The rectified-flow convention, stated once and used everywhere (training and sampling).
+
+    x_t = (1 - t) * x0 + t * noise,   t in [0, 1]: t = 0 is data, t = 1 is pure noise.
+    target velocity v = dx_t/dt = noise - x0; the loss is the mean squared error of the prediction.
+    Sampling integrates from t = 1 down to t = 0: x_{t - dt} = x_t - dt * v.
+    The transformer receives 1000 * t as its timestep (the diffusers schedulers' scale).
+
+Training times: logit-normal (SD3's choice, Esser et al. 2024: sigmoid of a normal; more steps at
+mid noise) or uniform, then shifted towards noise for larger videos,
+t' = s t / (1 + (s - 1) t) with s = shift * sqrt(tokens / base_tokens): more tokens keep more
+signal at a given t, so they need more noise to be as hard (SD3, Sec. 5.3.2).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+TIMESTEP_SCALE = 1000.0
+
+
+def shift_times(t: Tensor, shift: float) -> Tensor:
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def resolution_shift(num_tokens: int, base_shift: float, base_tokens: int) -> float:
+    return base_shift * math.sqrt(num_tokens / base_tokens)
+
+
+def sample_times(
+    batch: int,
+    generator: torch.Generator,
+    kind: str = "logit_normal",
+    mean: float = 0.0,
+    std: float = 1.0,
+    shift: float = 1.0,
+) -> Tensor:
+    """[batch] training times in (0, 1)."""
+    if kind == "logit_normal":
+        t = torch.sigmoid(mean + std * torch.randn(batch, generator=generator))
+    elif kind == "uniform":
+        t = torch.rand(batch, generator=generator)
+    else:
+        raise ValueError(f"unknown timestep sampling {kind!r}; choose 'logit_normal' or 'uniform'")
+    return shift_times(t, shift)
+
+
+def interpolate(x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+    """x_t for per-sample times t [B]."""
+    t = t.view(-1, *([1] * (x0.dim() - 1))).to(x0)
+    return (1 - t) * x0 + t * noise
+
+
+def velocity_target(x0: Tensor, noise: Tensor) -> Tensor:
+    return noise - x0
+
+
+def flow_loss(prediction: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error, computed in float32."""
+    return (prediction.float() - target.float()).square().mean()

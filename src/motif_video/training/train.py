@@ -1,0 +1,288 @@
+"""`train(cfg)`: the rectified-flow recipe with TREAD routing and early-phase REPA.
+
+Reads top to bottom: distributed init -> run dir + resolved config -> data -> model (on meta,
+then materialised) -> REPA projector and teacher -> parallelize -> EMA -> optimizer -> resume ->
+loop. `train_step` is separately callable (tests run single steps).
+
+Randomness is drawn per sample from a generator seeded by (seed, step, sample index): noise,
+time, caption dropout and the TREAD route of a sample do not depend on how the global batch is
+split over ranks, and a resumed run repeats exactly what the interrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from motif_video import distributed
+from motif_video.data.synthetic import SyntheticLatents
+from motif_video.model.checkpoint_io import load_transformer, save_transformer
+from motif_video.model.routing import Route
+from motif_video.model.transformer import MotifVideoTransformer
+from motif_video.training import checkpoint
+from motif_video.training.alignment import Projector, Teacher, repa_loss, resample_tokens
+from motif_video.training.config import TrainConfig
+from motif_video.training.ema import EMA
+from motif_video.training.flow import (
+    TIMESTEP_SCALE,
+    flow_loss,
+    interpolate,
+    resolution_shift,
+    sample_times,
+    velocity_target,
+)
+from motif_video.training.optim import build_optimizer, lr_factor
+from motif_video.training.parallel import autocast, parallelize
+
+
+class Trainable(nn.Module):
+    """Everything the optimizer updates: the transformer and, while REPA runs, its projector."""
+
+    def __init__(self, transformer: MotifVideoTransformer, projector: Projector | None) -> None:
+        super().__init__()
+        self.transformer = transformer
+        self.projector = projector
+
+
+@dataclass
+class TrainState:
+    cfg: TrainConfig
+    world: distributed.World
+    model: Trainable
+    optimizer: torch.optim.Optimizer
+    ema: EMA
+    data: SyntheticLatents
+    teacher: Teacher | None
+    skipped: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def build(cfg: TrainConfig, world: distributed.World | None = None) -> TrainState:
+    world = world or distributed.init()
+    model_cfg = cfg.model.transformer()
+    if cfg.model.init_from:
+        transformer = load_transformer(cfg.model.init_from, dtype=torch.float32, device=world.device)
+    else:
+        with torch.device("meta"):
+            transformer = MotifVideoTransformer(model_cfg)
+        transformer.to_empty(device=world.device)
+        transformer.init_weights(torch.Generator(device=world.device).manual_seed(cfg.train.seed))
+    data = SyntheticLatents(
+        latent_channels=transformer.cfg.out_channels,
+        text_dim=transformer.cfg.text_dim,
+        image_dim=transformer.cfg.image_dim,
+        frames=cfg.data.latent_frames,
+        height=cfg.data.latent_height,
+        width=cfg.data.latent_width,
+        text_len=cfg.data.text_len,
+        num_samples=cfg.data.num_samples,
+        image_fraction=cfg.data.image_fraction,
+        seed=cfg.data.seed,
+    )
+    teacher = projector = None
+    if cfg.repa.enabled:
+        teacher = Teacher.from_pretrained(cfg.repa.teacher, cfg.repa.teacher_path).to(world.device)
+        torch.manual_seed(cfg.train.seed + 1)  # projector init: the same on every rank
+        projector = Projector(transformer.cfg.hidden_size, teacher.dim, cfg.repa.projector_dim).to(world.device)
+    model = parallelize(
+        Trainable(transformer, projector), transformer, world, cfg.train.activation_checkpointing, cfg.train.compile
+    )
+    model.train()
+    ema = EMA(model.transformer, cfg.train.ema_decay)
+    optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg.optim)
+    return TrainState(cfg, world, model, optimizer, ema, data, teacher)
+
+
+def _generator(seed: int, step: int, index: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 100_003 + index)
+
+
+def train_step(state: TrainState, step: int) -> dict[str, float]:
+    cfg, world = state.cfg, state.world
+    transformer = state.model.transformer
+    model_cfg = transformer.cfg
+    batch = state.data.batch(step, cfg.data.batch_size, world.rank, world.size)
+    x0 = batch["latents"]
+    b, z, frames, height, width = x0.shape
+    first = world.rank * b  # global index of this rank's first sample
+    gens = [_generator(cfg.train.seed, step, first + i) for i in range(b)]
+    tokens = (frames // model_cfg.patch_size_t) * (height // model_cfg.patch_size) * (width // model_cfg.patch_size)
+    shift = resolution_shift(tokens, cfg.flow.shift, cfg.flow.base_tokens)
+
+    noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in gens])
+    t = torch.cat(
+        [sample_times(1, g, cfg.flow.timesteps, cfg.flow.logit_mean, cfg.flow.logit_std, shift) for g in gens]
+    )
+    drop = torch.cat([torch.rand(1, generator=g) < cfg.flow.caption_dropout for g in gens])
+    text = torch.where(drop[:, None, None], state.data.null_text, batch["text"])
+    text_mask = torch.where(drop[:, None], state.data.null_mask, batch["text_mask"])
+
+    # Image-to-video for a whole batch at a time (the model takes one set of image tokens per batch).
+    i2v = frames > 1 and torch.rand(1, generator=_generator(cfg.train.seed, step, -1)).item() < cfg.flow.i2v_fraction
+    condition = torch.zeros(b, z + 1, frames, height, width)
+    image_tokens = None
+    if i2v:
+        condition[:, :z, 0] = x0[:, :, 0]
+        condition[:, z, 0] = 1.0
+        image_tokens = batch.get("image_tokens")
+
+    route = None
+    if cfg.tread.enabled:
+        encoder_blocks = model_cfg.num_dual_blocks + model_cfg.num_single_blocks
+        end = cfg.tread.end if cfg.tread.end >= 0 else encoder_blocks + cfg.tread.end
+        keep = max(1, round(tokens * cfg.tread.keep_ratio))
+        route = Route(
+            cfg.tread.start,
+            end,
+            torch.stack([torch.rand(tokens, generator=g).argsort()[:keep].sort().values for g in gens]).to(
+                world.device
+            ),
+        )
+
+    repa_on = state.teacher is not None and (cfg.repa.until_step <= 0 or step < cfg.repa.until_step)
+    device = world.device
+    xt = interpolate(x0, noise, t)
+    with autocast(cfg.train.precision, device):
+        out = transformer(
+            torch.cat([xt, condition], dim=1).to(device),
+            (t * TIMESTEP_SCALE).to(device),
+            text.to(device),
+            text_mask.to(device),
+            None if image_tokens is None else image_tokens.to(device),
+            route=route,
+            capture=[cfg.repa.block] if repa_on else (),
+        )
+        loss_flow = flow_loss(out.velocity, velocity_target(x0, noise).to(device))
+        loss = loss_flow
+        loss_repa = torch.zeros((), device=device)
+        if repa_on:
+            student = out.features[cfg.repa.block]  # [B, L or K, D]
+            teacher_tokens, grid = state.teacher(state.data.pixels(x0).to(device))
+            target = resample_tokens(teacher_tokens, grid, (frames, height // 2, width // 2))
+            if route is not None and route.start <= cfg.repa.block < route.end:  # captured while routed
+                target = route.gather(target)
+            loss_repa = repa_loss(state.model.projector(student), target)
+            loss = loss + cfg.repa.weight * loss_repa
+
+    lr = cfg.optim.lr * lr_factor(step, cfg.optim, cfg.train.steps)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(
+        [p for p in state.model.parameters() if p.requires_grad], cfg.optim.grad_clip
+    )
+    grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+    finite = _all_ranks(torch.isfinite(loss.detach()).float(), dist.ReduceOp.MIN).item() > 0
+    if finite and math.isfinite(grad_norm):
+        state.optimizer.step()
+        state.ema.update(state.model.transformer)
+    else:  # skip the update, count it; too many in a run stop it
+        state.optimizer.zero_grad(set_to_none=True)
+        state.skipped += 1
+        if state.skipped > cfg.train.max_skipped_steps:
+            raise FloatingPointError(
+                f"{state.skipped} steps had a non-finite loss or gradient (limit train.max_skipped_steps="
+                f"{cfg.train.max_skipped_steps}); lower optim.lr or check the data"
+            )
+    return {
+        "step": step,
+        "loss": _all_ranks(loss_flow.detach().float(), dist.ReduceOp.SUM).item() / world.size,
+        "repa_loss": _all_ranks(loss_repa.detach().float(), dist.ReduceOp.SUM).item() / world.size,
+        "grad_norm": grad_norm,
+        "lr": lr,
+        "tokens": tokens * cfg.data.batch_size,
+        "skipped": state.skipped,
+    }
+
+
+def _all_ranks(x: Tensor, op) -> Tensor:
+    if dist.is_initialized():
+        x = x.clone()
+        dist.all_reduce(x, op=op)
+    return x
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> list[dict]:
+    """Run (or resume) the training described by `cfg`; returns this process's logged metrics."""
+    world = distributed.init()
+    run_dir = Path(cfg.train.out_dir)
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    state = build(cfg, world)
+
+    start = 0
+    saved = checkpoint.checkpoints(run_dir)
+    if saved:
+        meta = checkpoint.load(saved[-1], state.model, state.optimizer, state.ema)
+        start, state.skipped = meta["step"], meta.get("skipped", 0)
+        distributed.print0(f"resumed from {saved[-1]} (step {start})")
+    metrics_file = run_dir / "metrics.jsonl"
+    if world.is_main and metrics_file.exists():  # drop lines the resumed run will write again
+        kept = [line for line in metrics_file.read_text().splitlines() if json.loads(line)["step"] < start]
+        metrics_file.write_text("".join(line + "\n" for line in kept))
+    writer = _tensorboard(run_dir) if world.is_main else None
+
+    bar = tqdm(
+        range(start, cfg.train.steps),
+        initial=start,
+        total=cfg.train.steps,
+        desc="training",
+        disable=not (progress and world.is_main),
+    )
+    for step in bar:
+        started = time.perf_counter()
+        metrics = train_step(state, step)
+        metrics["tokens_per_s"] = metrics["tokens"] / (time.perf_counter() - started)
+        state.history.append(metrics)
+        if state.teacher is not None and 0 < cfg.repa.until_step == step + 1:
+            state.teacher = None  # early-phase REPA ends: free the teacher
+        if world.is_main:
+            with metrics_file.open("a") as f:
+                f.write(json.dumps(metrics) + "\n")
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
+            if writer is not None and (step % cfg.train.log_every == 0 or step + 1 == cfg.train.steps):
+                for key in ("loss", "repa_loss", "grad_norm", "lr", "tokens_per_s", "skipped"):
+                    writer.add_scalar(f"train/{key}", metrics[key], step)
+        if (step + 1) % cfg.train.save_every == 0 or step + 1 == cfg.train.steps:
+            checkpoint.save(
+                run_dir,
+                step + 1,
+                state.model,
+                state.optimizer,
+                state.ema,
+                {"skipped": state.skipped},
+                cfg.train.keep_last,
+                world.is_main,
+            )
+    if writer is not None:
+        writer.close()
+    export_ema(state, run_dir / "ema-transformer")
+    return state.history
+
+
+def export_ema(state: TrainState, path: Path) -> None:
+    """Write the EMA weights as an official diffusers transformer directory (rank 0)."""
+    shadow = {n: (s.full_tensor() if hasattr(s, "full_tensor") else s) for n, s in state.ema.state_dict().items()}
+    if not state.world.is_main:
+        return
+    model = MotifVideoTransformer(state.model.transformer.cfg)
+    model.load_state_dict({n.removeprefix("_orig_mod."): v.cpu() for n, v in shadow.items()}, strict=True)
+    save_transformer(model, path)
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # TensorBoard is optional: metrics.jsonl has the same numbers
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))

@@ -1,0 +1,277 @@
+"""The training recipe: flow objective, REPA, TREAD in training, the loop, checkpoints and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from motif_video.training import flow
+from motif_video.training.alignment import Projector, Teacher, repa_loss, resample_tokens
+from motif_video.training.config import TrainConfig
+from motif_video.training.train import build, train, train_step
+
+SCRIPT = Path(sys.executable).parent / "motif-video"
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "debug.toml"
+
+
+def tiny_config(tmp_path, *overrides: str) -> TrainConfig:
+    return TrainConfig.load(CONFIG, [f"train.out_dir={json.dumps(str(tmp_path / 'run'))}", *overrides])
+
+
+# -- the objective -------------------------------------------------------------------------------
+
+
+def test_flow_convention():
+    x0, noise = torch.randn(3, 4, 2, 2, 2), torch.randn(3, 4, 2, 2, 2)
+    assert torch.equal(flow.interpolate(x0, noise, torch.zeros(3)), x0)  # t = 0 is data
+    assert torch.equal(flow.interpolate(x0, noise, torch.ones(3)), noise)  # t = 1 is noise
+    # the target is the time derivative of x_t
+    t, dt = torch.full((3,), 0.3), 1e-3
+    numeric = (flow.interpolate(x0, noise, t + dt) - flow.interpolate(x0, noise, t)) / dt
+    torch.testing.assert_close(numeric, flow.velocity_target(x0, noise), rtol=1e-2, atol=1e-2)
+    # an Euler step with the exact velocity lands on the data
+    xt = flow.interpolate(x0, noise, torch.full((3,), 0.7))
+    torch.testing.assert_close(xt - 0.7 * flow.velocity_target(x0, noise), x0)
+
+
+def test_time_sampling_and_shift():
+    g = torch.Generator().manual_seed(0)
+    t = flow.sample_times(10_000, g, "logit_normal")
+    assert 0 < t.min() and t.max() < 1 and abs(t.median() - 0.5) < 0.02
+    shifted = flow.sample_times(10_000, torch.Generator().manual_seed(0), "logit_normal", shift=3.0)
+    assert (shifted >= t).all() and shifted.median() > 0.7  # more noise for larger shifts
+    assert flow.resolution_shift(1024, 1.0, 256) == 2.0
+    with pytest.raises(ValueError, match="unknown timestep sampling 'beta'"):
+        flow.sample_times(2, g, "beta")
+
+
+# -- REPA ----------------------------------------------------------------------------------------
+
+
+def test_repa_loss_is_minus_one_for_aligned_features():
+    teacher = torch.randn(2, 12, 8)
+    assert repa_loss(teacher * 3.0, teacher).item() == pytest.approx(-1.0, abs=1e-6)
+    assert repa_loss(-teacher, teacher).item() == pytest.approx(1.0, abs=1e-6)
+    projector = Projector(16, 8, hidden=32)
+    assert projector(torch.randn(2, 12, 16)).shape == (2, 12, 8)
+
+
+def test_teacher_tokens_resampled_to_the_student_grid():
+    tokens = torch.arange(2 * 4 * 4, dtype=torch.float32).view(1, 32, 1)
+    assert torch.equal(resample_tokens(tokens, (2, 4, 4), (2, 4, 4)), tokens)
+    coarse = resample_tokens(tokens, (2, 4, 4), (1, 2, 2))
+    assert coarse.shape == (1, 4, 1)
+    # a constant feature stays constant
+    ones = resample_tokens(torch.ones(2, 64, 3), (4, 4, 4), (3, 5, 6))
+    torch.testing.assert_close(ones, torch.ones(2, 90, 3))
+
+
+def save_tiny_teacher(path: Path, kind: str) -> Path:
+    if kind == "vjepa2":
+        from transformers import VJEPA2Config, VJEPA2Model
+
+        model = VJEPA2Model(
+            VJEPA2Config(
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                mlp_ratio=2,
+                crop_size=64,
+                frames_per_clip=4,
+                pred_hidden_size=16,
+                pred_num_hidden_layers=1,
+                pred_num_attention_heads=2,
+            )
+        )
+    else:
+        from transformers import Dinov2Config, Dinov2Model
+
+        model = Dinov2Model(
+            Dinov2Config(
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=64,
+                image_size=56,
+                patch_size=14,
+            )
+        )
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["vjepa2", "dinov2"])
+def test_repa_runs_with_real_teacher_classes_and_switches_off(tmp_path, kind):
+    teacher_dir = save_tiny_teacher(tmp_path / kind, kind)
+    cfg = tiny_config(
+        tmp_path,
+        "repa.enabled=true",
+        f"repa.teacher='{kind}'",
+        f"repa.teacher_path={json.dumps(str(teacher_dir))}",
+        "repa.until_step=3",
+        "train.steps=5",
+        "repa.projector_dim=32",
+    )
+    history = train(cfg, progress=False)
+    repa = [m["repa_loss"] for m in history]
+    assert all(-1.0 <= r < 0.5 for r in repa[:3]) and any(r != 0 for r in repa[:3])
+    assert repa[3:] == [0.0, 0.0]  # switched off after until_step; the teacher was freed
+    assert isinstance(Teacher.from_pretrained(kind, teacher_dir), Teacher)
+
+
+# -- the loop ------------------------------------------------------------------------------------
+
+
+def test_debug_run_lowers_the_loss_and_exports_ema(tmp_path):
+    from motif_video import load_transformer
+
+    history = train(tiny_config(tmp_path, "train.steps=200"), progress=False)
+    first = sum(m["loss"] for m in history[:25]) / 25
+    last = sum(m["loss"] for m in history[-25:]) / 25
+    assert last < 0.8 * first, (first, last)
+    assert all(m["skipped"] == 0 for m in history)
+    exported = load_transformer(tmp_path / "run" / "ema-transformer")
+    assert exported.cfg.num_decoder_blocks == 2
+    assert (tmp_path / "run" / "tensorboard").is_dir()
+    steps = sorted(p.name for p in (tmp_path / "run").glob("step-*"))
+    assert steps == ["step-0000100", "step-0000200"]
+
+
+def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path):
+    state = build(tiny_config(tmp_path, "train.max_skipped_steps=2"))
+    original = state.data.batch
+
+    def poisoned(step, *args):
+        batch = original(step, *args)
+        batch["latents"] = batch["latents"] * float("nan")
+        return batch
+
+    before = [p.detach().clone() for p in state.model.parameters()]
+    state.data.batch = poisoned
+    assert train_step(state, 1)["skipped"] == 1
+    assert all(torch.equal(a, p) for a, p in zip(before, state.model.parameters(), strict=True))
+    train_step(state, 2)
+    with pytest.raises(FloatingPointError, match="3 steps had a non-finite loss"):
+        train_step(state, 3)
+
+
+def test_tread_routing_in_training_steps(tmp_path):
+    from helpers import perturb_
+
+    def step_loss(*overrides: str) -> float:
+        state = build(tiny_config(tmp_path, *overrides))
+        perturb_(state.model.transformer, seed=4)  # trained-like weights: blocks are not the identity
+        return train_step(state, 1)["loss"]
+
+    plain = step_loss("tread.enabled=false")
+    assert step_loss("tread.keep_ratio=1.0") == pytest.approx(plain, rel=1e-6)  # keeping every token: unrouted
+    assert step_loss("tread.keep_ratio=0.5") != pytest.approx(plain, rel=1e-3)  # half the tokens skip blocks 1-2
+
+
+# -- checkpoints and resume ----------------------------------------------------------------------
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_killed_run_resumes_exactly(tmp_path):
+    args = [str(CONFIG), "train.steps=40", "train.save_every=10", "--quiet"]
+    reference = subprocess.run(
+        [str(SCRIPT), "train", *args, f"train.out_dir={json.dumps(str(tmp_path / 'ref'))}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert reference.returncode == 0, reference.stderr
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [str(SCRIPT), "train", *args, f"train.out_dir={json.dumps(str(run))}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if (run / "metrics.jsonl").exists() and len(_metrics(run)) >= 25:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(_metrics(run)) < 40
+    # a half-written newer checkpoint must be ignored
+    (run / "step-0000030.partial").mkdir()
+    resumed = subprocess.run(
+        [str(SCRIPT), "train", *args, f"train.out_dir={json.dumps(str(run))}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    expected, got = _metrics(tmp_path / "ref"), _metrics(run)
+    assert [m["step"] for m in got] == list(range(40))
+    for a, b in zip(expected, got, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-6), a["step"]
+
+
+def test_two_process_fsdp_matches_one_process(tmp_path):
+    common = [str(CONFIG), "train.steps=8", "train.save_every=8", "--quiet", "data.batch_size=4"]
+    one = subprocess.run(
+        [str(SCRIPT), "train", *common, f"train.out_dir={json.dumps(str(tmp_path / 'one'))}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert one.returncode == 0, one.stderr
+    torchrun = Path(sys.executable).parent / "torchrun"
+    two = subprocess.run(
+        [
+            str(torchrun),
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "motif_video",
+            "train",
+            *common,
+            f"train.out_dir={json.dumps(str(tmp_path / 'two'))}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
+    assert len(a) == len(b) == 8
+    # same samples, noise and routes per sample; only float summation order differs
+    for x, y in zip(a, b, strict=True):
+        assert y["loss"] == pytest.approx(x["loss"], rel=2e-3), x["step"]
+    # both exported the same (sharded vs unsharded) EMA weights up to float rounding
+    from motif_video import load_transformer
+
+    ea, eb = (
+        load_transformer(tmp_path / "one" / "ema-transformer"),
+        load_transformer(tmp_path / "two" / "ema-transformer"),
+    )
+    for (name, p), q in zip(ea.state_dict().items(), eb.state_dict().values(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown config keys \['optim.lrr'\]"):
+        TrainConfig.load(CONFIG, ["optim.lrr=1"])
+    with pytest.raises(ValueError, match="config optim.lr must be float, got 'fast'"):
+        TrainConfig.load(CONFIG, ["optim.lr=fast"])
+    with pytest.raises(ValueError, match="must look like section.key=value"):
+        TrainConfig.load(CONFIG, ["steps=3"])
+    with pytest.raises(ValueError, match="unknown transformer preset 'huge'"):
+        TrainConfig.load(CONFIG, ["model.preset='huge'"])
+    cfg = TrainConfig.load(CONFIG, ["optim.betas=[0.8, 0.9]", "tread.enabled=false"])
+    assert cfg.optim.betas == (0.8, 0.9) and cfg.tread.enabled is False
