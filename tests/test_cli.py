@@ -29,7 +29,7 @@ def test_help_lists_every_subcommand():
         assert command in result.stdout
 
 
-@pytest.mark.parametrize("command", ["train", "prepare", "eval", "analyze", "serve"])
+@pytest.mark.parametrize("command", ["prepare", "eval", "analyze", "serve"])
 def test_unbuilt_subcommands_say_so_and_fail(command):
     result = run(command, "--anything")
     assert result.returncode == 2
@@ -68,3 +68,12 @@ def test_convert_original_single_file_to_diffusers_directory(tmp_path):
         torch.testing.assert_close(converted(**inputs).velocity, reference(**inputs).sample, rtol=1e-5, atol=1e-5)
     info = run("info", "--weights", str(tmp_path / "out"), "--json")
     assert json.loads(info.stdout)["parameters"] == converted.num_parameters()
+
+
+def test_train_rejects_bad_config_in_one_line(tmp_path):
+    result = run("train", str(tmp_path / "missing.toml"))
+    assert result.returncode == 2 and "config file" in result.stderr and "does not exist" in result.stderr
+    config = Path(__file__).resolve().parents[1] / "configs" / "debug.toml"
+    result = run("train", str(config), "optim.lrr=3")
+    assert result.returncode == 2 and "unknown config keys ['optim.lrr']" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -275,3 +275,76 @@ def test_config_errors_name_the_key(tmp_path):
         TrainConfig.load(CONFIG, ["model.preset='huge'"])
     cfg = TrainConfig.load(CONFIG, ["optim.betas=[0.8, 0.9]", "tread.enabled=false"])
     assert cfg.optim.betas == (0.8, 0.9) and cfg.tread.enabled is False
+
+
+def test_fine_tuning_starts_from_a_released_checkpoint_and_bf16_steps_run(tmp_path):
+    from helpers import perturb_
+    from motif_video import MotifVideoTransformer, get_preset, save_transformer
+
+    released = perturb_(MotifVideoTransformer(get_preset("debug")), seed=9)
+    save_transformer(released, tmp_path / "released")
+    state = build(
+        tiny_config(tmp_path, f"model.init_from={json.dumps(str(tmp_path / 'released'))}", "train.precision='bf16'")
+    )
+    for (name, a), b in zip(released.state_dict().items(), state.model.transformer.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    metrics = train_step(state, 1)
+    assert metrics["skipped"] == 0 and 0 < metrics["loss"] < 100
+
+
+def test_lora_trains_only_adapters_and_exports_merged_weights(tmp_path):
+    from helpers import make_inputs, perturb_
+    from motif_video import MotifVideoTransformer, get_preset, load_transformer, save_transformer
+
+    released = perturb_(MotifVideoTransformer(get_preset("debug")), seed=9, std=0.1)
+    save_transformer(released, tmp_path / "released")
+    cfg = tiny_config(
+        tmp_path,
+        f"model.init_from={json.dumps(str(tmp_path / 'released'))}",
+        "model.lora_rank=4",
+        "train.steps=6",
+        "train.ema_decay=0.0",
+        "optim.lr=1e-2",
+        "optim.warmup_steps=1",
+    )
+    state = build(cfg)
+    trainable = [n for n, p in state.model.transformer.named_parameters() if p.requires_grad]
+    assert trainable and all(".lora_" in n for n in trainable)
+    for step in range(6):
+        train_step(state, step)
+    base = {n: p for n, p in state.model.transformer.named_parameters() if ".base_layer." in n}
+    assert torch.equal(
+        base["dual_blocks.0.video_attn.qkv.base_layer.weight"], released.dual_blocks[0].video_attn.qkv.weight
+    )  # the released weights stay frozen
+    from motif_video.training.train import export_ema
+
+    export_ema(state, tmp_path / "merged")
+    merged = load_transformer(tmp_path / "merged")
+    inputs = make_inputs()
+    with torch.no_grad():
+        adapted = state.model.transformer.eval()(**inputs).velocity  # ema_decay 0: EMA = current adapters
+        torch.testing.assert_close(merged(**inputs).velocity, adapted, rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(released.eval()(**inputs).velocity, adapted, atol=1e-3)
+
+
+def test_sample_videos_every_n_steps(tmp_path):
+    from motif_video.media import read_video
+    from motif_video.random_weights import build_random_pipeline
+
+    build_random_pipeline(tmp_path / "pipe")  # its VAE has 4 latent channels, its text encoder width 32
+    cfg = tiny_config(
+        tmp_path,
+        "model.overrides.in_channels=9",
+        "model.overrides.out_channels=4",
+        "train.steps=4",
+        "train.sample_every=2",
+        f"train.sample_weights={json.dumps(str(tmp_path / 'pipe'))}",
+        "train.sample_steps=2",
+        "data.latent_height=4",
+        "data.latent_width=6",
+    )
+    train(cfg, progress=False)
+    videos = sorted(p.name for p in (tmp_path / "run" / "samples").glob("*.mp4"))
+    assert videos == ["step-0000002-0.mp4", "step-0000002-1.mp4", "step-0000004-0.mp4", "step-0000004-1.mp4"]
+    frames, _ = read_video(tmp_path / "run" / "samples" / videos[0])
+    assert frames.shape == (9, 32, 48, 3)

@@ -3,8 +3,8 @@
 - `DualStreamBlock` (early fusion; MMDiT-style): video and text keep their own weights
   (modulation, QKV, output projection, MLP) and meet in one joint attention over [video ; text].
 - `SingleStreamBlock` (joint representation; FLUX-style parallel block): one set of weights over the
-  joint sequence; attention and MLP branches share one input projection (`linear1`) and one
-  output projection (`linear2`). The DDT decoder is made of the same block, fed
+  joint sequence; attention and MLP branches read the same normalised input (`qkv`, `mlp_in`) and
+  share one output projection (`proj`). The DDT decoder is made of the same block, fed
   [decoder tokens ; encoder output] instead of [video ; text].
 - `SharedCrossAttention`: a residual text cross-attention beside the joint attention. Its query is
   the video tokens' joint-attention output; in the "shared" form its keys and values are produced
@@ -59,9 +59,10 @@ class QKV(nn.Module):
         return self.norm_q(q), self.norm_k(k), v
 
     def kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Keys (normed) and values of other tokens through the same K/V weights (the shared form)."""
-        d = x.shape[-1]
-        k, v = F.linear(x, self.qkv.weight[d:], self.qkv.bias[d:]).chunk(2, dim=-1)
+        """Keys (normed) and values of other tokens through the same K/V weights (the shared form).
+
+        The whole projection runs (the text is short) so that adapters on `qkv` (LoRA) apply here too."""
+        _, k, v = self.qkv(x).chunk(3, dim=-1)
         return self.norm_k(split_heads(k, self.num_heads)), split_heads(v, self.num_heads)
 
 
@@ -192,10 +193,11 @@ class SingleStreamBlock(nn.Module):
         self.hidden = d
         self.mlp_hidden = cfg.mlp_hidden
         self.modulation = AdaLNModulation(d, 1)
-        self.linear1 = nn.Linear(d, 3 * d + cfg.mlp_hidden)  # [q | k | v | mlp in]
+        self.qkv = nn.Linear(d, 3 * d)
+        self.mlp_in = nn.Linear(d, cfg.mlp_hidden)
         self.norm_q = nn.RMSNorm(cfg.head_dim, eps=cfg.eps)
         self.norm_k = nn.RMSNorm(cfg.head_dim, eps=cfg.eps)
-        self.linear2 = nn.Linear(d + cfg.mlp_hidden, d)  # [attention | mlp hidden] -> D
+        self.proj = nn.Linear(d + cfg.mlp_hidden, d)  # [attention | mlp hidden] -> D
         self.cross_attn = (
             SharedCrossAttention(d, cfg.num_heads, cfg.head_dim, cfg.cross_attention_kv, cfg.eps)
             if cross_attention
@@ -209,19 +211,15 @@ class SingleStreamBlock(nn.Module):
         (mod,) = self.modulation(inputs.c)
         h_norm = mod.modulate(layer_norm(h, self.eps))
         attn = self.attention(h_norm, length, inputs)  # [B, L+S, D]
-        # linear1's last rows are the MLP input projection; GELU at once frees the pre-activation.
-        d3 = 3 * self.hidden
-        mlp = F.gelu(F.linear(h_norm, self.linear1.weight[d3:], self.linear1.bias[d3:]), approximate="tanh")
-        h = h + mod.gate * self.linear2(torch.cat([attn, mlp], dim=-1))
+        mlp = F.gelu(self.mlp_in(h_norm), approximate="tanh")  # GELU at once frees the pre-activation
+        h = h + mod.gate * self.proj(torch.cat([attn, mlp], dim=-1))
         return h[:, :length], h[:, length:]
 
     def attention(self, h_norm: Tensor, length: int, inputs: BlockInputs) -> Tensor:
         """Joint attention over [x ; context] (+ Shared Cross-Attention on the video part).
 
         A method of its own so that Q/K/V and their copies are freed before the MLP branch runs."""
-        d3 = 3 * self.hidden
-        qkv = F.linear(h_norm, self.linear1.weight[:d3], self.linear1.bias[:d3])
-        q, k, v = (split_heads(t, self.num_heads) for t in qkv.chunk(3, dim=-1))  # 3 x [B, N, L+S, Dh]
+        q, k, v = (split_heads(t, self.num_heads) for t in self.qkv(h_norm).chunk(3, dim=-1))  # 3 x [B, N, L+S, Dh]
         q, k = self.norm_q(q), self.norm_k(k)
         # RoPE on the x part only: the context positions get the identity rotation (cos 1, sin 0),
         # which is exact and spares slicing and re-concatenating Q and K.

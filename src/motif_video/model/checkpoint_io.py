@@ -9,8 +9,7 @@ Two official layouts exist for the transformer (see docs/architecture.md):
   `cross_attn_out_proj`, whose keys and values come from the block's self-attention weights.
 
 `key_table(cfg)` is the one map between the official names and ours. Where we fuse projections
-(Q/K/V; a single-stream block's Q/K/V and MLP input), one of our tensors is the row-wise
-concatenation of several official ones.
+(Q/K/V), one of our tensors is the row-wise concatenation of several official ones.
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ class CheckpointError(ValueError):
 
 
 def key_table(cfg: TransformerConfig) -> KeyTable:
-    d, mlp = cfg.hidden_size, cfg.mlp_hidden
+    d = cfg.hidden_size
     table: KeyTable = {}
 
     def linear(ours: str, *theirs: str, rows: tuple[int, ...] | None = None) -> None:
@@ -112,12 +111,11 @@ def key_table(cfg: TransformerConfig) -> KeyTable:
     for o, index, has_cross in singles:
         t = f"single_transformer_blocks.{index}"
         linear(f"{o}.modulation.linear", f"{t}.norm.linear")
-        linear(
-            f"{o}.linear1", f"{t}.attn.to_q", f"{t}.attn.to_k", f"{t}.attn.to_v", f"{t}.proj_mlp", rows=(d, d, d, mlp)
-        )
+        linear(f"{o}.qkv", f"{t}.attn.to_q", f"{t}.attn.to_k", f"{t}.attn.to_v", rows=(d, d, d))
+        linear(f"{o}.mlp_in", f"{t}.proj_mlp")
         rms(f"{o}.norm_q", f"{t}.attn.norm_q")
         rms(f"{o}.norm_k", f"{t}.attn.norm_k")
-        linear(f"{o}.linear2", f"{t}.proj_out")
+        linear(f"{o}.proj", f"{t}.proj_out")
         if has_cross:
             cross_attention(o, t)
     return table

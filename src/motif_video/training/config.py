@@ -22,6 +22,7 @@ class ModelSection:
     preset: str = "debug"
     overrides: dict[str, Any] = field(default_factory=dict)  # TransformerConfig fields
     init_from: str | None = None  # a released checkpoint (directory or file) to fine-tune
+    lora_rank: int = 0  # > 0: train LoRA adapters (peft) on every projection instead of all weights
 
     def transformer(self) -> TransformerConfig:
         return get_preset(self.preset).replace(**self.overrides) if self.overrides else get_preset(self.preset)
@@ -95,6 +96,10 @@ class TrainSection:
     log_every: int = 10
     save_every: int = 100
     keep_last: int = 2
+    sample_every: int = 0  # > 0: write sample videos of the EMA model every N steps
+    sample_weights: str = ""  # pipeline directory whose VAE, text encoder and scheduler the samples use
+    sample_prompts: tuple[str, ...] = ("a red circle moves left", "a blue square moves up")
+    sample_steps: int = 20
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,10 @@ class TrainConfig:
             raise ValueError(f"train.precision must be 'fp32' or 'bf16', got {self.train.precision!r}")
         if not 0 < self.tread.keep_ratio <= 1:
             raise ValueError(f"tread.keep_ratio must be in (0, 1], got {self.tread.keep_ratio}")
+        if self.train.sample_every > 0 and not self.train.sample_weights:
+            raise ValueError(
+                "train.sample_every needs train.sample_weights (a pipeline directory with vae/ and text_encoder/)"
+            )
         if self.repa.teacher not in ("vjepa2", "dinov2"):
             raise ValueError(f"repa.teacher must be 'vjepa2' or 'dinov2', got {self.repa.teacher!r}")
         for name, value in (
@@ -176,6 +185,10 @@ def _check_type(value: Any, hint: Any, name: str) -> Any:
         origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any or origin is dict:
         return value
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"config {name} must be a list, got {value!r}")
+        return tuple(_check_type(v, args[0], name) for v in value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ValueError(f"config {name} must be a list of {len(args)} values, got {value!r}")

@@ -63,6 +63,7 @@ class TrainState:
     teacher: Teacher | None
     skipped: int = 0
     history: list[dict] = field(default_factory=list)
+    sampler: object | None = None  # the sample pipeline's VAE / text encoder, loaded on first use
 
 
 def build(cfg: TrainConfig, world: distributed.World | None = None) -> TrainState:
@@ -75,6 +76,8 @@ def build(cfg: TrainConfig, world: distributed.World | None = None) -> TrainStat
             transformer = MotifVideoTransformer(model_cfg)
         transformer.to_empty(device=world.device)
         transformer.init_weights(torch.Generator(device=world.device).manual_seed(cfg.train.seed))
+    if cfg.model.lora_rank > 0:
+        transformer = add_lora(transformer, cfg.model.lora_rank)
     data = SyntheticLatents(
         latent_channels=transformer.cfg.out_channels,
         text_dim=transformer.cfg.text_dim,
@@ -99,6 +102,36 @@ def build(cfg: TrainConfig, world: distributed.World | None = None) -> TrainStat
     ema = EMA(model.transformer, cfg.train.ema_decay)
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg.optim)
     return TrainState(cfg, world, model, optimizer, ema, data, teacher)
+
+
+# Every Linear projection inside the blocks (attention, MLPs, Shared Cross-Attention); not the embedders.
+LORA_TARGETS = r".*_blocks\.\d+\.(.*\.)?(qkv|mlp_in|proj|video_attn_out|text_attn_out|fc1|fc2|q|kv)"
+
+
+def add_lora(transformer: MotifVideoTransformer, rank: int) -> MotifVideoTransformer:
+    """Freeze the weights and wrap every projection with a rank-`rank` LoRA adapter (peft)."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    transformer.requires_grad_(False)
+    # alpha = rank: the adapter's scale is 1, so the merge in `merged_weights` is W + B @ A.
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=LORA_TARGETS, init_lora_weights=True)
+    return inject_adapter_in_model(config, transformer)
+
+
+def merged_weights(named: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A state dict with LoRA adapters (peft names) -> plain weights: W + B @ A, adapter keys dropped."""
+    out = {}
+    for name, value in named.items():
+        if ".lora_A." in name or ".lora_B." in name:
+            continue
+        if ".base_layer." in name:
+            prefix, _, leaf = name.partition(".base_layer.")
+            if leaf == "weight":
+                a, b = named[f"{prefix}.lora_A.default.weight"], named[f"{prefix}.lora_B.default.weight"]
+                value = value + b.float() @ a.float()
+            name = f"{prefix}.{leaf}"
+        out[name] = value
+    return out
 
 
 def _generator(seed: int, step: int, index: int) -> torch.Generator:
@@ -253,6 +286,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> list[dict]:
             if writer is not None and (step % cfg.train.log_every == 0 or step + 1 == cfg.train.steps):
                 for key in ("loss", "repa_loss", "grad_norm", "lr", "tokens_per_s", "skipped"):
                     writer.add_scalar(f"train/{key}", metrics[key], step)
+        if cfg.train.sample_every > 0 and (step + 1) % cfg.train.sample_every == 0:
+            write_samples(state, step + 1, run_dir / "samples")
         if (step + 1) % cfg.train.save_every == 0 or step + 1 == cfg.train.steps:
             checkpoint.save(
                 run_dir,
@@ -270,13 +305,60 @@ def train(cfg: TrainConfig, progress: bool = True) -> list[dict]:
     return state.history
 
 
+def ema_weights(state: TrainState) -> dict[str, Tensor]:
+    """Full (unsharded) CPU weights of the transformer with the EMA values, LoRA merged in.
+
+    A collective under FSDP2: every rank must call it."""
+
+    def full(t: Tensor) -> Tensor:
+        return (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().float().cpu()
+
+    weights = {n: full(p) for n, p in state.model.transformer.named_parameters()}
+    weights.update({n: full(s) for n, s in state.ema.state_dict().items()})
+    return merged_weights({n.removeprefix("_orig_mod."): w for n, w in weights.items()})
+
+
+def write_samples(state: TrainState, step: int, folder: Path) -> list[Path]:
+    """Generate the fixed sample prompts with the EMA weights (rank 0 writes `step-N-i.mp4`)."""
+    from motif_video.media import write_mp4
+    from motif_video.sampling.pipeline import MotifVideoPipeline
+
+    weights = ema_weights(state)  # collective: every rank takes part
+    if not state.world.is_main:
+        return []
+    cfg = state.cfg
+    model = MotifVideoTransformer(state.model.transformer.cfg)
+    model.load_state_dict(weights, strict=True)
+    if state.sampler is None:
+        state.sampler = MotifVideoPipeline.from_pretrained(cfg.train.sample_weights, device=state.world.device)
+        if state.sampler.vae.z_dim != model.cfg.out_channels:
+            raise ValueError(
+                f"train.sample_weights has a {state.sampler.vae.z_dim}-channel VAE, but the model predicts "
+                f"{model.cfg.out_channels} latent channels"
+            )
+    pipe = state.sampler
+    pipe.transformer = model.to(state.world.device).eval()
+    vae = pipe.vae
+    out = pipe(
+        list(cfg.train.sample_prompts),
+        steps=cfg.train.sample_steps,
+        seed=cfg.train.seed,
+        progress=False,
+        height=cfg.data.latent_height * vae.spatial_factor,
+        width=cfg.data.latent_width * vae.spatial_factor,
+        frames=(cfg.data.latent_frames - 1) * vae.temporal_factor + 1,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    return [write_mp4(v, folder / f"step-{step:07d}-{i}.mp4", fps=8) for i, v in enumerate(out.uint8())]
+
+
 def export_ema(state: TrainState, path: Path) -> None:
     """Write the EMA weights as an official diffusers transformer directory (rank 0)."""
-    shadow = {n: (s.full_tensor() if hasattr(s, "full_tensor") else s) for n, s in state.ema.state_dict().items()}
+    weights = ema_weights(state)
     if not state.world.is_main:
         return
     model = MotifVideoTransformer(state.model.transformer.cfg)
-    model.load_state_dict({n.removeprefix("_orig_mod."): v.cpu() for n, v in shadow.items()}, strict=True)
+    model.load_state_dict(weights, strict=True)
     save_transformer(model, path)
 
 

@@ -1,0 +1,146 @@
+"""One training step under different switches, measured side by side in one run.
+
+Pairs: TREAD (keep 50% of the video tokens over the middle encoder blocks) vs none; activation
+checkpointing vs none; REPA (tiny V-JEPA 2 teacher, online) vs none. Prints the median step time
+and the peak memory of a step (CPU: profiler allocation events; CUDA: the allocator's peak), and
+the ratio of each pair.
+
+    python benchmarks/training_step.py                   # CPU, mid-size model
+    python benchmarks/training_step.py --preset motif-video-2b --device cuda --precision bf16 \\
+        --latent 13 60 104                               # 480p x 49 frames (GPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from motif_video.distributed import World
+from motif_video.training.config import TrainConfig
+from motif_video.training.train import build, train_step
+
+SMALL = [
+    "model.overrides.num_heads=4",
+    "model.overrides.head_dim=64",
+    "model.overrides.rope_axes_dim=[16,24,24]",
+    "model.overrides.num_dual_blocks=3",
+    "model.overrides.num_single_blocks=5",
+    "model.overrides.num_decoder_blocks=2",
+]
+
+
+def measure(overrides: list[str], args, world: World) -> tuple[float, int]:
+    cfg = TrainConfig.load(None, overrides)
+    state = build(cfg, world)
+    step = 1  # a video step (every 4th step is an image batch)
+    train_step(state, step)  # warm-up
+    times = []
+    for _ in range(args.repeats):
+        sync(args.device)
+        start = time.perf_counter()
+        train_step(state, step)
+        sync(args.device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), peak_memory(lambda: train_step(state, step), args.device)
+
+
+def peak_memory(call, device: str) -> int:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        call()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        call()
+    live = peak = 0
+    for event in sorted(
+        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns()
+    ):
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def tiny_vjepa(path: Path) -> Path:
+    from transformers import VJEPA2Config, VJEPA2Model
+
+    VJEPA2Model(
+        VJEPA2Config(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            mlp_ratio=2,
+            crop_size=64,
+            frames_per_clip=4,
+            pred_hidden_size=32,
+            pred_num_hidden_layers=1,
+            pred_num_attention_heads=2,
+        )
+    ).save_pretrained(path)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default=None, help="a transformer preset instead of the mid-size default")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--latent", type=int, nargs=3, default=[5, 16, 16], metavar=("F", "H", "W"))
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    world = World(rank=0, size=1, local_rank=0, device=torch.device(args.device))
+    f, h, w = args.latent
+    model = [f"model.preset='{args.preset}'"] if args.preset else ["model.preset='debug'", *SMALL]
+    with tempfile.TemporaryDirectory() as tmp:
+        base = [
+            *model,
+            f"data.batch_size={args.batch}",
+            f"data.latent_frames={f}",
+            f"data.latent_height={h}",
+            f"data.latent_width={w}",
+            "data.text_len=64",
+            f"train.precision='{args.precision}'",
+            f"train.out_dir='{tmp}/run'",
+            "tread.enabled=false",
+            "flow.i2v_fraction=0.0",
+        ]
+        teacher = tiny_vjepa(Path(tmp) / "vjepa")
+        pairs = {
+            "TREAD 50% (blocks 1..-2) vs none": (
+                ["tread.enabled=true", "tread.keep_ratio=0.5", "tread.start=1", "tread.end=-2"],
+                [],
+            ),
+            "activation checkpointing vs none": (["train.activation_checkpointing=true"], []),
+            "REPA (V-JEPA 2 teacher) vs none": (
+                ["repa.enabled=true", f"repa.teacher_path='{teacher}'", "repa.block=2", "repa.projector_dim=256"],
+                [],
+            ),
+        }
+        print(
+            f"device: {torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'}; "
+            f"torch {torch.__version__}; precision {args.precision}; latent {tuple(args.latent)}, batch {args.batch}"
+        )
+        for name, (with_, without) in pairs.items():
+            t1, m1 = measure(base + with_, args, world)
+            t0, m0 = measure(base + without, args, world)
+            print(
+                f"{name:36s} time {t1 * 1e3:8.1f} / {t0 * 1e3:8.1f} ms = {t1 / t0:.3f}   "
+                f"peak {m1 / 2**20:7.1f} / {m0 / 2**20:7.1f} MiB = {m1 / max(m0, 1):.3f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
