@@ -18,6 +18,7 @@ import time
 
 import torch
 from diffusers.utils import logging as diffusers_logging
+from measure import device_name, peak_memory, sync
 from transformers.utils import logging as transformers_logging
 
 from motif_video.config import get_preset
@@ -82,30 +83,6 @@ def run_diffusers(pipe, args) -> list[float]:
     return stamps
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def peak_memory(call, device: str) -> int:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        call()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
-        call()
-    live = peak = 0
-    for event in sorted(
-        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns()
-    ):
-        live += event.nbytes()
-        peak = max(peak, live)
-    return peak
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
@@ -145,10 +122,7 @@ def main() -> None:
 
     step = {k: statistics.median(v) for k, v in per_step.items()}
     whole = {k: statistics.median(v) for k, v in total.items()}
-    device_name = (
-        torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
-    )
-    print(f"device: {device_name}; torch {torch.__version__}; dtype {args.dtype}")
+    print(f"device: {device_name(args.device)}; torch {torch.__version__}; dtype {args.dtype}")
     print(
         f"transformer: {args.size} ({params / 1e6:.1f} M params); {args.width}x{args.height}, {args.frames} frames, "
         f"{args.steps} steps, APG (two transformer passes per step)"

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from measure import device_name, peak_memory, sync
 
 from motif_video.distributed import World
 from motif_video.training.config import TrainConfig
@@ -47,30 +48,6 @@ def measure(overrides: list[str], args, world: World) -> tuple[float, int]:
         sync(args.device)
         times.append(time.perf_counter() - start)
     return statistics.median(times), peak_memory(lambda: train_step(state, step), args.device)
-
-
-def peak_memory(call, device: str) -> int:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        call()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
-        call()
-    live = peak = 0
-    for event in sorted(
-        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns()
-    ):
-        live += event.nbytes()
-        peak = max(peak, live)
-    return peak
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def tiny_vjepa(path: Path) -> Path:
@@ -130,7 +107,7 @@ def main() -> None:
             ),
         }
         print(
-            f"device: {torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'}; "
+            f"device: {device_name(args.device)}; "
             f"torch {torch.__version__}; precision {args.precision}; latent {tuple(args.latent)}, batch {args.batch}"
         )
         for name, (with_, without) in pairs.items():

@@ -18,6 +18,7 @@ import time
 
 import torch
 from diffusers.utils import logging as diffusers_logging
+from measure import device_name, peak_memory, sync
 
 from motif_video.config import TransformerConfig, get_preset
 from motif_video.model.checkpoint_io import from_official
@@ -82,11 +83,6 @@ def forward(model, inputs) -> torch.Tensor:
     return out.velocity if hasattr(out, "velocity") else out.sample
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def timed(model, inputs, device: str) -> float:
     sync(device)
     start = time.perf_counter()
@@ -94,32 +90,6 @@ def timed(model, inputs, device: str) -> float:
         forward(model, inputs)
     sync(device)
     return time.perf_counter() - start
-
-
-def peak_memory(model, inputs, device: str) -> int:
-    """Bytes allocated above what was resident before, at the peak of one forward.
-
-    CUDA: the caching allocator's peak counter. CPU: replay of the profiler's allocation and
-    free events (exact, unlike the resident-set size, which depends on the C allocator)."""
-    with torch.no_grad():
-        forward(model, inputs)  # warm-up: kernels, allocator pools
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-            forward(model, inputs)
-            torch.cuda.synchronize()
-            return torch.cuda.max_memory_allocated() - base
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
-            forward(model, inputs)
-    events = sorted(
-        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns()
-    )
-    live = peak = 0
-    for event in events:
-        live += event.nbytes()
-        peak = max(peak, live)
-    return peak
 
 
 def main() -> None:
@@ -153,16 +123,16 @@ def main() -> None:
     for _ in range(args.repeats):  # alternate, so drifts in machine load hit both alike
         times["ours"].append(timed(ours, inputs, args.device))
         times["diffusers"].append(timed(reference, inputs, args.device))
-    peaks = {"ours": peak_memory(ours, inputs, args.device), "diffusers": peak_memory(reference, inputs, args.device)}
+    peaks = {}
+    for name, model in (("ours", ours), ("diffusers", reference)):
+        forward(model, inputs)  # warm-up: kernels, allocator pools
+        peaks[name] = peak_memory(lambda m=model: forward(m, inputs), args.device)
 
     tokens = (
         (args.latent[0] // cfg.patch_size_t) * (args.latent[1] // cfg.patch_size) * (args.latent[2] // cfg.patch_size)
     )
-    device_name = (
-        torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
-    )
     median = {k: statistics.median(v) for k, v in times.items()}
-    print(f"device: {device_name}; torch {torch.__version__}; dtype {args.dtype}")
+    print(f"device: {device_name(args.device)}; torch {torch.__version__}; dtype {args.dtype}")
     with torch.device("meta"):
         params = MotifVideoTransformer(cfg).num_parameters()
     print(

@@ -183,22 +183,19 @@ def _metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def run_train(out: Path, *args: str, launcher: tuple[str, ...] = (str(SCRIPT),)) -> None:
+    command = [*launcher, "train", str(CONFIG), *args, "--quiet", f"train.out_dir={json.dumps(str(out))}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def test_killed_run_resumes_exactly(tmp_path):
-    args = [str(CONFIG), "train.steps=40", "train.save_every=10", "--quiet"]
-    reference = subprocess.run(
-        [str(SCRIPT), "train", *args, f"train.out_dir={json.dumps(str(tmp_path / 'ref'))}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert reference.returncode == 0, reference.stderr
+    args = ["train.steps=40", "train.save_every=10"]
+    run_train(tmp_path / "ref", *args)
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [str(SCRIPT), "train", *args, f"train.out_dir={json.dumps(str(run))}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    command = [str(SCRIPT), "train", str(CONFIG), *args, "--quiet", f"train.out_dir={json.dumps(str(run))}"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline:
         if (run / "metrics.jsonl").exists() and len(_metrics(run)) >= 25:
@@ -209,13 +206,7 @@ def test_killed_run_resumes_exactly(tmp_path):
     assert len(_metrics(run)) < 40
     # a half-written newer checkpoint must be ignored
     (run / "step-0000030.partial").mkdir()
-    resumed = subprocess.run(
-        [str(SCRIPT), "train", *args, f"train.out_dir={json.dumps(str(run))}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert resumed.returncode == 0, resumed.stderr
+    run_train(run, *args)
     expected, got = _metrics(tmp_path / "ref"), _metrics(run)
     assert [m["step"] for m in got] == list(range(40))
     for a, b in zip(expected, got, strict=True):
@@ -223,31 +214,10 @@ def test_killed_run_resumes_exactly(tmp_path):
 
 
 def test_two_process_fsdp_matches_one_process(tmp_path):
-    common = [str(CONFIG), "train.steps=8", "train.save_every=8", "--quiet", "data.batch_size=4"]
-    one = subprocess.run(
-        [str(SCRIPT), "train", *common, f"train.out_dir={json.dumps(str(tmp_path / 'one'))}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert one.returncode == 0, one.stderr
-    torchrun = Path(sys.executable).parent / "torchrun"
-    two = subprocess.run(
-        [
-            str(torchrun),
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "motif_video",
-            "train",
-            *common,
-            f"train.out_dir={json.dumps(str(tmp_path / 'two'))}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert two.returncode == 0, two.stderr[-3000:]
+    common = ["train.steps=8", "train.save_every=8", "data.batch_size=4"]
+    run_train(tmp_path / "one", *common)
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    run_train(tmp_path / "two", *common, launcher=(torchrun, "--nproc_per_node", "2", "-m", "motif_video"))
     a, b = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
     assert len(a) == len(b) == 8
     # same samples, noise and routes per sample; only float summation order differs
@@ -256,10 +226,8 @@ def test_two_process_fsdp_matches_one_process(tmp_path):
     # both exported the same (sharded vs unsharded) EMA weights up to float rounding
     from motif_video import load_transformer
 
-    ea, eb = (
-        load_transformer(tmp_path / "one" / "ema-transformer"),
-        load_transformer(tmp_path / "two" / "ema-transformer"),
-    )
+    ea = load_transformer(tmp_path / "one" / "ema-transformer")
+    eb = load_transformer(tmp_path / "two" / "ema-transformer")
     for (name, p), q in zip(ea.state_dict().items(), eb.state_dict().values(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4, msg=name)
 
