@@ -222,7 +222,7 @@ def test_two_process_fsdp_matches_one_process(tmp_path):
     assert len(a) == len(b) == 8
     # same samples, noise and routes per sample; only float summation order differs
     for x, y in zip(a, b, strict=True):
-        assert y["loss"] == pytest.approx(x["loss"], rel=2e-3), x["step"]
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-5), x["step"]  # seen: 2e-7
     # both exported the same (sharded vs unsharded) EMA weights up to float rounding
     from motif_video import load_transformer
 
