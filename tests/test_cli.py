@@ -29,7 +29,7 @@ def test_help_lists_every_subcommand():
         assert command in result.stdout
 
 
-@pytest.mark.parametrize("command", ["prepare", "eval", "analyze", "serve"])
+@pytest.mark.parametrize("command", ["eval", "analyze", "serve"])
 def test_unbuilt_subcommands_say_so_and_fail(command):
     result = run(command, "--anything")
     assert result.returncode == 2
@@ -77,3 +77,14 @@ def test_train_rejects_bad_config_in_one_line(tmp_path):
     result = run("train", str(config), "optim.lrr=3")
     assert result.returncode == 2 and "unknown config keys ['optim.lrr']" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_prepare_shapes_through_the_console_script(tmp_path):
+    result = run("prepare", "shapes:3", str(tmp_path / "out"), "--frame-buckets", "9", "--area", "1536", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "3 clips from 3 sources" in result.stdout
+    assert (tmp_path / "out" / "metadata.jsonl").read_text().count("\n") == 3
+    bad = run("prepare", "shapes:3", str(tmp_path / "x"), "--frame-buckets", "10")
+    assert bad.returncode == 2 and "4k+1 frame counts" in bad.stderr
+    missing = run("prepare", str(tmp_path / "nowhere"), str(tmp_path / "y"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr

@@ -17,7 +17,6 @@ from pathlib import Path
 
 # Subcommands whose implementation is not in this version, and where it is planned.
 _PLANNED = {
-    "prepare": ("turn a folder of clips into WebDataset shards", "issue #5 (data pipeline)"),
     "eval": ("VBench and weight-free video metrics", "issue #6 (evaluation)"),
     "analyze": ("per-block cross-frame attention analysis", "issue #6 (analysis)"),
     "serve": ("the Gradio web page", "issue #7 (web interface)"),
@@ -39,6 +38,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     _add_generate(sub)
+
+    prepare = sub.add_parser(
+        "prepare",
+        help="turn captioned videos (or the shapes world) into bucketed WebDataset shards",
+        description="Decode, resample, cut, bucket, resize and write videos as WebDataset shards plus a metadata "
+        "table (metadata.jsonl) and a report of skipped files (report.json). SOURCE is a folder of videos with a "
+        ".txt caption beside each, a .csv/.jsonl list of path,caption, or shapes:N for N procedural clips. "
+        "Re-running resumes: sources already in committed shards are skipped.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    prepare.add_argument("source", help="folder, .csv/.jsonl list, or shapes:N")
+    prepare.add_argument("out", help="output folder for shards, metadata.jsonl and report.json")
+    prepare.add_argument("--fps", type=float, default=8.0, help="frame rate of the clips")
+    prepare.add_argument("--frame-buckets", default="17,33", help="clip lengths in frames, comma-separated")
+    prepare.add_argument("--area", type=int, default=64 * 96, help="pixels per frame of every aspect bucket")
+    prepare.add_argument("--shard-size", type=int, default=64, help="clips per shard")
+    prepare.add_argument("--seed", type=int, default=0, help="seed of the shapes world")
+    prepare.add_argument("--quiet", action="store_true", help="no progress bar")
 
     train = sub.add_parser(
         "train",
@@ -106,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _generate(args)
         if args.command == "train":
             return _train(args)
+        if args.command == "prepare":
+            return _prepare(args)
         what, where = _PLANNED[args.command]
         print(
             f"motif-video {args.command}: {what} is not built yet in this version; it arrives with {where}.",
@@ -284,6 +303,26 @@ def _generate(args: argparse.Namespace) -> int:
             path.with_suffix(".json"),
         )
         print(f"wrote {path} ({args.frames} frames, {args.width}x{args.height}, {args.fps} fps)")
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from motif_video.data.preprocess import PrepareConfig, prepare
+
+    try:
+        buckets = tuple(int(v) for v in args.frame_buckets.split(","))
+    except ValueError:
+        raise UsageError(f"--frame-buckets must be integers separated by commas, got {args.frame_buckets!r}") from None
+    if any(b < 1 or (b - 1) % 4 for b in buckets):
+        raise UsageError(f"--frame-buckets must be 4k+1 frame counts (1, 17, 33, 65, 121, ...), got {buckets}")
+    if args.fps <= 0 or args.area < 256 or args.shard_size < 1:
+        raise UsageError("--fps must be > 0, --area >= 256 and --shard-size >= 1")
+    cfg = PrepareConfig(fps=args.fps, frame_buckets=buckets, area=args.area, shard_size=args.shard_size)
+    report = prepare(args.source, args.out, cfg, seed=args.seed, progress=not args.quiet)
+    print(
+        f"{report['clips']} clips from {report['sources']} sources in {args.out}; {len(report['skipped'])} "
+        f"skipped (see report.json); buckets {report['buckets']}"
+    )
     return 0
 
 

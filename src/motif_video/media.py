@@ -6,6 +6,7 @@ complete, so an interrupted run never leaves a truncated video that looks finish
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -45,20 +46,27 @@ def check_writable(path: str | Path) -> None:
         raise ValueError(f"cannot write {path}: folder {path.parent} is not writable ({e.strerror})") from None
 
 
-def write_mp4(frames: np.ndarray, path: str | Path, fps: int = 24, crf: int = 18) -> Path:
-    """frames [F, H, W, 3] uint8 -> H.264 MP4 (yuv420p, so H and W must be even)."""
+def encode_mp4(frames: np.ndarray, fps: float = 24, crf: int = 18) -> bytes:
+    """frames [F, H, W, 3] uint8 -> H.264 MP4 bytes (yuv420p, so H and W must be even)."""
+    import fractions
+
     import av
 
-    def write(tmp: Path) -> None:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=fps, options={"crf": str(crf)})
-            stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = "yuv420p"
-            for frame in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
-            container.mux(stream.encode())
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream(
+            "libx264", rate=fractions.Fraction(fps).limit_denominator(1001), options={"crf": str(crf)}
+        )
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        container.mux(stream.encode())
+    return buffer.getvalue()
 
-    return atomic_write(path, write)
+
+def write_mp4(frames: np.ndarray, path: str | Path, fps: float = 24, crf: int = 18) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_bytes(encode_mp4(frames, fps, crf)))
 
 
 def write_gif(frames: np.ndarray, path: str | Path, fps: int = 24) -> Path:
@@ -84,11 +92,11 @@ def write_json(data: dict[str, Any], path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
-def read_video(path: str | Path) -> tuple[np.ndarray, float]:
-    """frames [F, H, W, 3] uint8 and the frame rate of a video file."""
+def read_video(source: str | Path | bytes) -> tuple[np.ndarray, float]:
+    """frames [F, H, W, 3] uint8 and the frame rate of a video file (or its bytes)."""
     import av
 
-    with av.open(str(path)) as container:
+    with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source)) as container:
         stream = container.streams.video[0]
         frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(stream)])
         return frames, float(stream.average_rate)

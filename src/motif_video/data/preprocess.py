@@ -1,0 +1,186 @@
+"""`prepare`: captioned clips -> bucketed WebDataset shards, a metadata table and a report.
+
+Sources are a folder of videos (captions in a `.txt` beside each video), a CSV or JSONL list of
+`path,caption`, or `shapes:N`, N clips of the procedural shapes world. Each video is decoded with
+PyAV, resampled to the target fps, cut into clips of the longest frame bucket that fits, each clip
+resized to cover its aspect bucket and centre-cropped, and written as H.264 into the shards.
+A file that cannot be used (unreadable, truncated, empty, too short, too small, no caption, not a
+video) is skipped and listed in the report with the reason; the job never stops on one file. A
+restarted job skips every source whose clips are already in a committed shard.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from motif_video.data import world
+from motif_video.data.buckets import assign, bucket_counts, sizes_for_area
+from motif_video.data.shards import ShardWriter, read_metadata
+from motif_video.media import encode_mp4, read_video, write_json
+
+VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"}
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    fps: float = 8.0
+    frame_buckets: tuple[int, ...] = (17, 33)
+    area: int = 64 * 96  # pixels per frame; aspect buckets share it
+    shard_size: int = 64  # clips per shard (closed between sources)
+    max_clips_per_video: int = 4
+
+
+@dataclass
+class Report:
+    written: int = 0
+    sources: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self, out_dir: Path) -> dict:
+        rows = read_metadata(out_dir)
+        return {
+            "clips": len(rows),
+            "sources": len({r["source"] for r in rows}),
+            "skipped": self.skipped,
+            "buckets": bucket_counts([r["bucket"] for r in rows]),
+        }
+
+
+def list_sources(source: str) -> tuple[list[tuple[str, str | None]], list[dict[str, str]]]:
+    """(path, caption) pairs and the files rejected before decoding."""
+    if source.startswith("shapes:"):
+        count = int(source.removeprefix("shapes:"))
+        return [(f"shapes:{i}", None) for i in range(count)], []
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"source {source} does not exist")
+    if path.is_file() and path.suffix in (".csv", ".jsonl"):
+        rows = _read_list(path)
+        return [(str((path.parent / p).resolve()) if not Path(p).is_absolute() else p, c) for p, c in rows], []
+    if not path.is_dir():
+        raise ValueError(f"source {source} must be a folder, a .csv/.jsonl list or shapes:N")
+    pairs, rejected = [], []
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        if file.suffix.lower() in VIDEO_EXTENSIONS:
+            caption_file = file.with_suffix(".txt")
+            caption = caption_file.read_text().strip() if caption_file.is_file() else None
+            pairs.append((str(file), caption))
+        elif not (file.suffix == ".txt" and any(file.with_suffix(e).exists() for e in VIDEO_EXTENSIONS)):
+            rejected.append({"path": str(file), "reason": f"not a video file (extension {file.suffix or 'none'})"})
+    return pairs, rejected
+
+
+def _read_list(path: Path) -> list[tuple[str, str]]:
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [(r["path"], r["caption"]) for r in rows]
+    with path.open(newline="") as f:
+        return [(r["path"], r["caption"]) for r in csv.DictReader(f)]
+
+
+def prepare(
+    source: str, out_dir: str | Path, cfg: PrepareConfig = PrepareConfig(), seed: int = 0, progress: bool = True
+) -> dict:
+    out_dir = Path(out_dir)
+    writer = ShardWriter(out_dir, cfg.shard_size)
+    sources, rejected = list_sources(source)
+    done = writer.done_sources()
+    report_file = out_dir / "report.json"
+    previous = json.loads(report_file.read_text())["skipped"] if report_file.exists() else []
+    skipped = {row["path"]: row for row in previous + rejected}
+    sizes = sizes_for_area(cfg.area)
+    for path, caption in tqdm(sources, desc="preparing", disable=not progress):
+        if path in done or path in skipped:
+            continue
+        try:
+            for meta, clip in _clips(path, caption, cfg, sizes, seed):
+                writer.add(meta, encode_mp4(clip, cfg.fps))
+        except SkipSource as e:
+            skipped[path] = {"path": path, "reason": str(e)}
+            continue
+        writer.end_source()
+    writer.flush()
+    report = Report(skipped=sorted(skipped.values(), key=lambda r: r["path"])).to_dict(out_dir)
+    write_json(report, report_file)
+    rows = read_metadata(out_dir)
+    (out_dir / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return report
+
+
+class SkipSource(Exception):
+    """A source that cannot be used; the message is the reason in the report."""
+
+
+def _clips(path: str, caption: str | None, cfg: PrepareConfig, sizes, seed: int) -> Iterator[tuple[dict, np.ndarray]]:
+    if path.startswith("shapes:"):
+        index = int(path.removeprefix("shapes:"))
+        scene = world.scene(seed, index)
+        bucket = assign(max(cfg.frame_buckets), 1, 1, cfg.frame_buckets, [sizes[len(sizes) // 2]])
+        frames = world.render(scene, bucket.frames, bucket.height, bucket.width, fps=cfg.fps)
+        yield _meta(path, 0, scene.caption, bucket, cfg), frames
+        return
+    if caption is None or not caption.strip():
+        raise SkipSource("no caption (expected a .txt file beside the video)")
+    if Path(path).stat().st_size == 0:
+        raise SkipSource("empty file")
+    try:
+        frames, fps = read_video(path)
+    except Exception as e:  # PyAV raises many kinds for broken files
+        raise SkipSource(f"unreadable video ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    if len(frames) == 0 or not fps > 0:
+        raise SkipSource("no decodable frames")
+    # resample to the target frame rate
+    duration = len(frames) / fps
+    picks = np.floor(np.arange(0, duration, 1 / cfg.fps) * fps).astype(int)
+    frames = frames[picks[picks < len(frames)]]
+    height, width = frames.shape[1:3]
+    bucket = assign(len(frames), height, width, cfg.frame_buckets, sizes)
+    if bucket is None:
+        raise SkipSource(
+            f"too short: {len(frames)} frames at {cfg.fps:g} fps, the shortest bucket has {min(cfg.frame_buckets)}"
+        )
+    if height * 2 < bucket.height or width * 2 < bucket.width:
+        raise SkipSource(f"too small: {width}x{height} for a {bucket.width}x{bucket.height} bucket")
+    for i in range(min(cfg.max_clips_per_video, len(frames) // bucket.frames)):
+        clip = frames[i * bucket.frames : (i + 1) * bucket.frames]
+        yield _meta(path, i * bucket.frames, caption.strip(), bucket, cfg), _cover_crop(clip, bucket)
+
+
+def _meta(path: str, start: int, caption: str, bucket, cfg: PrepareConfig) -> dict:
+    import hashlib
+
+    key = hashlib.sha1(f"{path}:{start}".encode()).hexdigest()[:16]
+    return {
+        "key": key,
+        "source": path,
+        "start": start,
+        "caption": caption,
+        "bucket": bucket.name,
+        "frames": bucket.frames,
+        "height": bucket.height,
+        "width": bucket.width,
+        "fps": cfg.fps,
+    }
+
+
+def _cover_crop(clip: np.ndarray, bucket) -> np.ndarray:
+    from PIL import Image
+
+    h, w = clip.shape[1:3]
+    scale = max(bucket.height / h, bucket.width / w)
+    size = (max(bucket.width, round(w * scale)), max(bucket.height, round(h * scale)))
+    top, left = (size[1] - bucket.height) // 2, (size[0] - bucket.width) // 2
+    out = [
+        np.asarray(Image.fromarray(f).resize(size, Image.BICUBIC))[
+            top : top + bucket.height, left : left + bucket.width
+        ]
+        for f in clip
+    ]
+    return np.stack(out)

@@ -1,0 +1,122 @@
+"""The shapes world: procedural captioned clips for training and evaluating small models.
+
+Colored shapes (circle, square, triangle) move in a named direction, one or two per clip, over a
+plain or striped background; the caption says what happens in plain English. Everything is a
+function of (seed, index), so a clip can be re-rendered anywhere. Some (color, shape)
+combinations are held out of training on purpose, so that evaluation can tell composition from
+memorisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (50, 90, 230),
+    "yellow": (235, 210, 40),
+    "purple": (150, 60, 200),
+    "white": (245, 245, 245),
+}
+SHAPES = ("circle", "square", "triangle")
+MOTIONS: dict[str, tuple[float, float]] = {  # (dy, dx) in object sizes per second
+    "left": (0.0, -1.0),
+    "right": (0.0, 1.0),
+    "up": (-1.0, 0.0),
+    "down": (1.0, 0.0),
+}
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {"gray": (110, 110, 110), "black": (15, 15, 15)}
+PATTERNS = ("plain", "striped")
+# Combinations never rendered for training; evaluation asks for them.
+HELD_OUT: frozenset[tuple[str, str]] = frozenset({("red", "triangle"), ("blue", "circle"), ("yellow", "square")})
+
+
+@dataclass(frozen=True)
+class ShapeObject:
+    color: str
+    shape: str
+    motion: str
+    y: float  # start centre, as a fraction of the height
+    x: float  # start centre, as a fraction of the width
+
+
+@dataclass(frozen=True)
+class Scene:
+    objects: tuple[ShapeObject, ...]
+    background: str
+    pattern: str
+
+    @property
+    def caption(self) -> str:
+        parts = [f"a {o.color} {o.shape} moves {_direction(o.motion)}" for o in self.objects]
+        ground = (
+            f"a {self.pattern} {self.background} background"
+            if self.pattern != "plain"
+            else (f"a {self.background} background")
+        )
+        return f"{' and '.join(parts)} on {ground}"
+
+    @property
+    def held_out(self) -> bool:
+        return any((o.color, o.shape) in HELD_OUT for o in self.objects)
+
+
+def _direction(motion: str) -> str:
+    return {"left": "to the left", "right": "to the right", "up": "up", "down": "down"}[motion]
+
+
+def vocabulary() -> list[str]:
+    """Every word a shapes-world caption can contain, sorted."""
+    words = {"a", "moves", "to", "the", "and", "on", "background", "up", "down", "left", "right"}
+    words |= set(COLORS) | set(SHAPES) | set(BACKGROUNDS) | set(PATTERNS)
+    return sorted(words)
+
+
+def scene(seed: int, index: int, held_out: bool = False, max_objects: int = 2) -> Scene:
+    """Scene `index` of the world `seed`; `held_out=True` draws only held-out combinations."""
+    rng = np.random.default_rng([seed, index, int(held_out)])
+    objects = []
+    for _ in range(int(rng.integers(1, max_objects + 1))):
+        while True:
+            color, shape = str(rng.choice(list(COLORS))), str(rng.choice(SHAPES))
+            if ((color, shape) in HELD_OUT) == held_out:
+                break
+        objects.append(
+            ShapeObject(
+                color, shape, str(rng.choice(list(MOTIONS))), float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.3, 0.7))
+            )
+        )
+    if held_out:  # one held-out object is enough to make a scene held out; keep it single
+        objects = objects[:1]
+    return Scene(tuple(objects), str(rng.choice(list(BACKGROUNDS))), str(rng.choice(PATTERNS)))
+
+
+def render(scene: Scene, frames: int, height: int, width: int, fps: float = 8.0) -> np.ndarray:
+    """[frames, height, width, 3] uint8 video of the scene."""
+    size = 0.22 * min(height, width)  # object extent in pixels
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.array(BACKGROUNDS[scene.background], dtype=np.float32)
+    canvas = np.broadcast_to(base, (height, width, 3)).copy()
+    if scene.pattern == "striped":
+        canvas[(xs // max(2, width // 8)) % 2 == 1] *= 0.75
+    video = np.repeat(canvas[None], frames, axis=0)
+    for obj in scene.objects:
+        dy, dx = MOTIONS[obj.motion]
+        for f in range(frames):
+            t = f / fps
+            cy = obj.y * height + dy * size * t
+            cx = obj.x * width + dx * size * t
+            video[f][_mask(obj.shape, ys - cy, xs - cx, size / 2)] = COLORS[obj.color]
+    return video.round().clip(0, 255).astype(np.uint8)
+
+
+def _mask(shape: str, dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndarray:
+    if shape == "circle":
+        return dy**2 + dx**2 <= r**2
+    if shape == "square":
+        return (np.abs(dy) <= r) & (np.abs(dx) <= r)
+    # triangle pointing up: inside the three half-planes
+    return (dy <= r) & (dy >= -r) & (np.abs(dx) <= (dy + r) / 2)

@@ -1,0 +1,119 @@
+"""Data pipeline: the shapes world, prepare (shards, report, resume) and the bucket-balanced plan."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from motif_video.data import world
+from motif_video.data.buckets import Bucket, assign, balanced_plan, naive_utilization, sizes_for_area, utilization
+from motif_video.data.preprocess import PrepareConfig, prepare
+from motif_video.data.shards import iterate_shard, read_metadata
+from motif_video.media import read_video, write_mp4
+
+CFG = PrepareConfig(fps=8, frame_buckets=(9, 17), area=32 * 48, shard_size=2)
+
+
+def test_shapes_world_is_deterministic_and_holds_out_combinations():
+    a, b = world.scene(3, 17), world.scene(3, 17)
+    assert a == b and np.array_equal(world.render(a, 5, 32, 48), world.render(b, 5, 32, 48))
+    assert world.scene(3, 18) != a
+    train = [world.scene(0, i) for i in range(300)]
+    held = [world.scene(0, i, held_out=True) for i in range(50)]
+    assert not any(s.held_out for s in train) and all(s.held_out for s in held)
+    assert set(" ".join(s.caption for s in train + held).split()) <= set(world.vocabulary())
+
+
+def test_rendered_object_moves_the_named_way():
+    scene = world.Scene((world.ShapeObject("red", "square", "right", 0.5, 0.3),), "black", "plain")
+    video = world.render(scene, 9, 64, 96)
+    red = (video[..., 0] > 180) & (video[..., 1] < 80)
+    xs = [np.nonzero(red[f])[1].mean() for f in (0, 8)]
+    ys = [np.nonzero(red[f])[0].mean() for f in (0, 8)]
+    assert xs[1] > xs[0] + 10 and abs(ys[1] - ys[0]) < 1
+    assert scene.caption == "a red square moves to the right on a black background"
+
+
+def test_bucket_assignment():
+    sizes = sizes_for_area(64 * 64)
+    assert all(h % 16 == 0 and w % 16 == 0 for h, w in sizes)
+    assert assign(40, 720, 1280, (17, 33), sizes) == Bucket(33, 48, 80)  # 16:9, longest bucket that fits
+    assert assign(20, 600, 600, (17, 33), sizes).frames == 17
+    assert assign(10, 600, 600, (17, 33), sizes) is None
+    assert Bucket.parse("33x48x80") == Bucket(33, 48, 80)
+
+
+def _folder(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        write_mp4(world.render(world.scene(1, i), 24, 40, 60), src / f"good{i}.mp4", fps=8)
+        (src / f"good{i}.txt").write_text(world.scene(1, i).caption)
+    data = (src / "good0.mp4").read_bytes()
+    (src / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    (src / "truncated.txt").write_text("a cut file")
+    (src / "empty.mp4").write_bytes(b"")
+    (src / "empty.txt").write_text("nothing")
+    (src / "notes.doc").write_text("not a video")
+    write_mp4(world.render(world.scene(1, 9), 5, 40, 60), src / "short.mp4", fps=8)
+    (src / "short.txt").write_text("too short")
+    write_mp4(world.render(world.scene(1, 8), 24, 40, 60), src / "nocaption.mp4", fps=8)
+    return src
+
+
+def test_prepare_writes_good_clips_and_reports_bad_files(tmp_path):
+    src = _folder(tmp_path)
+    report = prepare(str(src), tmp_path / "out", CFG, progress=False)
+    reasons = {row["path"].rsplit("/", 1)[-1]: row["reason"] for row in report["skipped"]}
+    assert set(reasons) == {"truncated.mp4", "empty.mp4", "notes.doc", "short.mp4", "nocaption.mp4"}
+    assert reasons["empty.mp4"] == "empty file" and "not a video file" in reasons["notes.doc"]
+    assert "too short" in reasons["short.mp4"] and "no caption" in reasons["nocaption.mp4"]
+    rows = read_metadata(tmp_path / "out")
+    assert {r["source"].rsplit("/", 1)[-1] for r in rows} == {"good0.mp4", "good1.mp4", "good2.mp4"}
+    assert all(r["bucket"] == "17x32x48" for r in rows)  # 24 frames -> one 17-frame clip; 3:2 -> 32x48
+    meta, mp4 = next(iterate_shard(tmp_path / "out" / rows[0]["shard"]))
+    frames, fps = read_video(mp4)
+    assert frames.shape == (17, 32, 48, 3) and fps == 8 and meta["caption"] == rows[0]["caption"]
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["clips"] == 3
+
+
+def test_interrupted_prepare_resumes_without_duplicates_or_losses(tmp_path, monkeypatch):
+    from motif_video.data import shards
+
+    complete = prepare("shapes:9", tmp_path / "complete", CFG, progress=False)
+    calls = {"n": 0}
+    original = shards.os.replace
+
+    def crash_on_second_shard(a, b):
+        if str(b).endswith(".tar"):
+            calls["n"] += 1
+            if calls["n"] == 2:  # killed between the two renames of the second shard
+                raise KeyboardInterrupt
+        return original(a, b)
+
+    monkeypatch.setattr(shards.os, "replace", crash_on_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        prepare("shapes:9", tmp_path / "resumed", CFG, progress=False)
+    monkeypatch.setattr(shards.os, "replace", original)
+    assert len(read_metadata(tmp_path / "resumed")) == 2  # only the first shard counts
+    prepare("shapes:9", tmp_path / "resumed", CFG, progress=False)
+    keys = sorted(r["key"] for r in read_metadata(tmp_path / "resumed"))
+    assert keys == sorted(r["key"] for r in read_metadata(tmp_path / "complete")) and len(keys) == complete["clips"]
+    assert not list((tmp_path / "resumed").glob("*.tmp"))
+
+
+def test_balanced_plan_gives_every_rank_the_same_buckets():
+    rng = np.random.default_rng(0)
+    names = ["1x64x64", "17x48x80", "17x64x64", "33x48x80"]
+    skew = rng.choice(names, size=4000, p=[0.55, 0.25, 0.15, 0.05]).tolist()
+    plan = balanced_plan(skew, world_size=8, batch_size=4, seed=1)
+    assert len({len(rank) for rank in plan}) == 1
+    for step in range(len(plan[0])):
+        assert len({skew[plan[r][step][0]] for r in range(8)}) == 1  # all ranks on one bucket
+        for r in range(8):
+            assert len({skew[i] for i in plan[r][step]}) == 1
+    used = [i for rank in plan for batch in rank for i in batch]
+    assert len(used) == len(set(used))
+    assert utilization(plan, len(skew)) > 0.9 > 0.5 > naive_utilization(skew, 8, 4, seed=1)
