@@ -117,3 +117,43 @@ def test_balanced_plan_gives_every_rank_the_same_buckets():
     used = [i for rank in plan for batch in rank for i in batch]
     assert len(used) == len(set(used))
     assert utilization(plan, len(skew)) > 0.9 > 0.5 > naive_utilization(skew, 8, 4, seed=1)
+
+
+def test_precompute_then_train_on_shards(tmp_path):
+    import torch
+
+    from motif_video.data.latent_shards import LatentShards
+    from motif_video.data.precompute import precompute
+    from motif_video.random_weights import build_random_pipeline
+    from motif_video.training.config import TrainConfig
+    from motif_video.training.train import train
+
+    build_random_pipeline(tmp_path / "weights")  # 4-channel VAE, 32-wide text encoder with a vision tower
+    prepare("shapes:8", tmp_path / "clips", CFG, progress=False)
+    first = precompute(tmp_path / "clips", tmp_path / "weights", tmp_path / "latents", progress=False)
+    assert (
+        len(first) == 4
+        and precompute(tmp_path / "clips", tmp_path / "weights", tmp_path / "latents", progress=False) == []
+    )  # resumed: nothing left to do
+    data = LatentShards(tmp_path / "latents")
+    batch = data.batch(0, 4)
+    assert batch["latents"].shape == (4, 4, 5, 4, 4)  # 17 frames -> 5 latent frames, 32x32 -> 4x4
+    assert batch["text"].shape[2] == 32 and batch["text_mask"].any(dim=1).all()
+    assert batch["image_tokens"].shape[0] == 4
+    assert torch.equal(data.batch(5, 4)["latents"], LatentShards(tmp_path / "latents").batch(5, 4)["latents"])
+
+    cfg = TrainConfig.load(
+        None,
+        [
+            "data.source='shards'",
+            f"data.path={json.dumps(str(tmp_path / 'latents'))}",
+            "data.batch_size=4",
+            "model.overrides.in_channels=9",
+            "model.overrides.out_channels=4",
+            "train.steps=3",
+            "train.save_every=3",
+            f"train.out_dir={json.dumps(str(tmp_path / 'run'))}",
+        ],
+    )
+    history = train(cfg, progress=False)
+    assert len(history) == 3 and all(np.isfinite(m["loss"]) for m in history)

@@ -57,6 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--seed", type=int, default=0, help="seed of the shapes world")
     prepare.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    precompute = sub.add_parser(
+        "precompute",
+        help="encode prepared clips into VAE latents and text embeddings for training",
+        description="Read the shards `motif-video prepare` wrote, encode every clip with the VAE and every caption "
+        "with the text encoder of a weights directory, and write training shards (data.source = 'shards'). "
+        "Launch with torchrun to split the shards over processes; re-running skips finished shards.",
+    )
+    precompute.add_argument("clips", help="folder of prepare's shards")
+    precompute.add_argument("weights", help="pipeline directory with vae/, text_encoder/, tokenizer/")
+    precompute.add_argument("out", help="output folder")
+    precompute.add_argument("--device", default="cpu")
+    precompute.add_argument("--quiet", action="store_true")
+
     train = sub.add_parser(
         "train",
         help="train or fine-tune (rectified flow, TREAD, REPA); resumes automatically",
@@ -125,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _train(args)
         if args.command == "prepare":
             return _prepare(args)
+        if args.command == "precompute":
+            return _precompute(args)
         what, where = _PLANNED[args.command]
         print(
             f"motif-video {args.command}: {what} is not built yet in this version; it arrives with {where}.",
@@ -323,6 +338,24 @@ def _prepare(args: argparse.Namespace) -> int:
         f"{report['clips']} clips from {report['sources']} sources in {args.out}; {len(report['skipped'])} "
         f"skipped (see report.json); buckets {report['buckets']}"
     )
+    return 0
+
+
+def _precompute(args: argparse.Namespace) -> int:
+    from motif_video import distributed
+    from motif_video.data.precompute import precompute
+    from motif_video.sampling.pipeline import check_weights_dir
+
+    check_weights_dir(Path(args.weights))
+    world = distributed.init()
+    try:
+        written = precompute(
+            args.clips, args.weights, args.out, world.rank, world.size, args.device, progress=not args.quiet
+        )
+        distributed.barrier()
+    finally:
+        distributed.shutdown()
+    print(f"rank {world.rank}: wrote {len(written)} shards to {args.out}")
     return 0
 
 

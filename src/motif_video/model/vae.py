@@ -45,9 +45,13 @@ class VideoAutoencoder:
         return self.z_dim, (frames - 1) // self.temporal_factor + 1, height // s, width // s
 
     @torch.no_grad()
-    def encode(self, video: Tensor, generator: torch.Generator | list[torch.Generator] | None = None) -> Tensor:
-        """Pixels in [-1, 1] -> normalised latents, sampled from the posterior with `generator`."""
-        z = self.vae.encode(video.to(self.device, self.dtype)).latent_dist.sample(generator=generator)
+    def encode(
+        self, video: Tensor, generator: torch.Generator | list[torch.Generator] | None = None, sample: bool = True
+    ) -> Tensor:
+        """Pixels in [-1, 1] -> normalised latents: sampled from the posterior with `generator`, or
+        its mean with `sample=False` (precomputed training latents)."""
+        posterior = self.vae.encode(video.to(self.device, self.dtype)).latent_dist
+        z = posterior.sample(generator=generator) if sample else posterior.mode()
         return (z - self.mean.to(z)) / self.std.to(z)
 
     @torch.no_grad()

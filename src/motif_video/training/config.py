@@ -30,7 +30,8 @@ class ModelSection:
 
 @dataclass(frozen=True)
 class DataSection:
-    source: str = "synthetic"  # "synthetic": procedural latents (data/synthetic.py)
+    source: str = "synthetic"  # "synthetic": procedural latents; "shards": precomputed shards at `path`
+    path: str = ""  # folder written by `motif-video precompute` (source "shards")
     batch_size: int = 4  # global batch, split over data-parallel ranks
     latent_frames: int = 3
     latent_height: int = 8
@@ -114,6 +115,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.model.transformer()  # validates preset and overrides
+        if self.data.source not in ("synthetic", "shards"):
+            raise ValueError(f"data.source must be 'synthetic' or 'shards', got {self.data.source!r}")
+        if self.data.source == "shards" and not self.data.path:
+            raise ValueError("data.source 'shards' needs data.path (a folder written by motif-video precompute)")
         if self.flow.timesteps not in ("logit_normal", "uniform"):
             raise ValueError(f"flow.timesteps must be 'logit_normal' or 'uniform', got {self.flow.timesteps!r}")
         if self.optim.schedule not in ("constant", "cosine"):

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from motif_video import distributed
+from motif_video.data.latent_shards import LatentShards
 from motif_video.data.synthetic import SyntheticLatents
 from motif_video.model.checkpoint_io import load_transformer, save_transformer
 from motif_video.model.routing import Route
@@ -59,7 +60,7 @@ class TrainState:
     model: Trainable
     optimizer: torch.optim.Optimizer
     ema: EMA
-    data: SyntheticLatents
+    data: SyntheticLatents | LatentShards
     teacher: Teacher | None
     skipped: int = 0
     history: list[dict] = field(default_factory=list)
@@ -78,17 +79,21 @@ def build(cfg: TrainConfig, world: distributed.World | None = None) -> TrainStat
         transformer.init_weights(torch.Generator(device=world.device).manual_seed(cfg.train.seed))
     if cfg.model.lora_rank > 0:
         transformer = add_lora(transformer, cfg.model.lora_rank)
-    data = SyntheticLatents(
-        latent_channels=transformer.cfg.out_channels,
-        text_dim=transformer.cfg.text_dim,
-        image_dim=transformer.cfg.image_dim,
-        frames=cfg.data.latent_frames,
-        height=cfg.data.latent_height,
-        width=cfg.data.latent_width,
-        text_len=cfg.data.text_len,
-        num_samples=cfg.data.num_samples,
-        image_fraction=cfg.data.image_fraction,
-        seed=cfg.data.seed,
+    data = (
+        LatentShards(cfg.data.path, seed=cfg.data.seed, with_video=cfg.repa.enabled)
+        if (cfg.data.source == "shards")
+        else SyntheticLatents(
+            latent_channels=transformer.cfg.out_channels,
+            text_dim=transformer.cfg.text_dim,
+            image_dim=transformer.cfg.image_dim,
+            frames=cfg.data.latent_frames,
+            height=cfg.data.latent_height,
+            width=cfg.data.latent_width,
+            text_len=cfg.data.text_len,
+            num_samples=cfg.data.num_samples,
+            image_fraction=cfg.data.image_fraction,
+            seed=cfg.data.seed,
+        )
     )
     teacher = projector = None
     if cfg.repa.enabled:
@@ -198,7 +203,8 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
         loss_repa = torch.zeros((), device=device)
         if repa_on:
             student = out.features[cfg.repa.block]  # [B, L or K, D]
-            teacher_tokens, grid = state.teacher(state.data.pixels(x0).to(device))
+            pixels = batch["video"] if "video" in batch else state.data.pixels(x0)
+            teacher_tokens, grid = state.teacher(pixels.to(device))
             target = resample_tokens(teacher_tokens, grid, (frames, height // 2, width // 2))
             if route is not None and route.start <= cfg.repa.block < route.end:  # captured while routed
                 target = route.gather(target)

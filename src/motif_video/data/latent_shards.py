@@ -1,0 +1,86 @@
+"""Training batches from precomputed shards (data/precompute.py).
+
+The samples are held in memory (the scale of the embedded model; a streaming reader for large
+sets is future work). Every epoch follows a bucket-balanced plan (data/buckets.py) seeded by the
+epoch, so every rank gets one bucket per step and a batch is a pure function of (seed, step,
+rank): resuming needs only the step. Texts are padded to the longest caption of the set, with
+masks; `null_text` is the empty prompt for caption dropout.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from motif_video.data.buckets import balanced_plan
+
+
+class LatentShards:
+    def __init__(self, path: str | Path, seed: int = 0, with_video: bool = False) -> None:
+        path = Path(path)
+        shards = sorted(path.glob("shard-*.tar"))
+        if not shards or not (path / "null_text.npy").is_file():
+            raise FileNotFoundError(f"{path} has no precomputed shards (run `motif-video precompute` first)")
+        self.seed, self.with_video = seed, with_video
+        self.samples = [s for shard in shards for s in _read(shard)]
+        null = np.load(path / "null_text.npy")
+        self.text_len = max(max(len(s["text"]) for s in self.samples), len(null))
+        self.null_text, self.null_mask = _pad(torch.from_numpy(null), self.text_len)
+        self.buckets = [s["bucket"] for s in self.samples]
+
+    def _plan(self, epoch: int, batch_size: int, world: int) -> list[list[list[int]]]:
+        plan = balanced_plan(self.buckets, world, batch_size // world, seed=self.seed * 1009 + epoch)
+        if not plan[0]:
+            raise ValueError(f"no bucket has {batch_size} samples: lower data.batch_size")
+        return plan
+
+    def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> dict[str, Tensor]:
+        if batch_size % world:
+            raise ValueError(f"global batch {batch_size} does not divide over {world} ranks")
+        steps_per_epoch = len(self._plan(0, batch_size, world)[0])
+        epoch, position = divmod(step, steps_per_epoch)
+        indices = self._plan(epoch, batch_size, world)[rank][position]
+        items = [self.samples[i] for i in indices]
+        texts = [_pad(torch.from_numpy(s["text"]), self.text_len) for s in items]
+        out = {
+            "latents": torch.stack([torch.from_numpy(s["latents"]) for s in items]),
+            "text": torch.stack([t for t, _ in texts]),
+            "text_mask": torch.stack([m for _, m in texts]),
+        }
+        if all("image" in s for s in items):
+            out["image_tokens"] = torch.stack([torch.from_numpy(s["image"]) for s in items])
+        if self.with_video:
+            from motif_video.media import read_video
+
+            frames = [torch.from_numpy(read_video(s["mp4"])[0]) for s in items]
+            out["video"] = torch.stack(frames).permute(0, 4, 1, 2, 3).float() / 127.5 - 1  # [B, 3, F, H, W]
+        return out
+
+
+def _pad(text: Tensor, length: int) -> tuple[Tensor, Tensor]:
+    mask = torch.zeros(length, dtype=torch.bool)
+    mask[: len(text)] = True
+    return torch.nn.functional.pad(text.float(), (0, 0, 0, length - len(text))), mask
+
+
+def _read(shard: Path) -> list[dict]:
+    import json
+
+    entries: dict[str, dict] = {}
+    with tarfile.open(shard) as tar:
+        for member in tar:
+            key, _, kind = member.name.partition(".")
+            data = tar.extractfile(member).read()
+            entry = entries.setdefault(key, {})
+            if kind.endswith("npy"):
+                entry[kind.removesuffix(".npy")] = np.load(io.BytesIO(data))
+            elif kind == "json":
+                entry["bucket"] = json.loads(data)["bucket"]
+            elif kind == "mp4":
+                entry["mp4"] = data
+    return list(entries.values())

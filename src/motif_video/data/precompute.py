@@ -1,0 +1,82 @@
+"""Precompute: clip shards -> shards of VAE latents and text embeddings, so training runs neither.
+
+For every clip of a `prepare` shard: the normalised VAE posterior mean of the clip, the caption's
+text-encoder states (real tokens only) and, when the text encoder has a vision tower, the image
+tokens of the first frame; the clip itself is kept for REPA teachers. Output shard `NAME.tar`
+holds `KEY.latents.npy`, `KEY.text.npy`, `KEY.image.npy`, `KEY.mp4` and `KEY.json`; `null_text.npy`
+is the empty prompt's states (caption dropout). Under torchrun each rank takes every world-th
+input shard and writes its own outputs; a shard whose output exists is skipped (resume), and
+outputs are written under a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from motif_video.data.shards import _add_bytes, iterate_shard
+from motif_video.media import read_video
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+@torch.no_grad()
+def precompute(
+    clips_dir: str | Path,
+    weights: str | Path,
+    out_dir: str | Path,
+    rank: int = 0,
+    world: int = 1,
+    device: str = "cpu",
+    progress: bool = True,
+) -> list[Path]:
+    from motif_video.model.text_encoder import T5Gemma2TextEncoder
+    from motif_video.model.vae import VideoAutoencoder
+
+    clips_dir, out_dir = Path(clips_dir), Path(out_dir)
+    shards = sorted(clips_dir.glob("shard-*.tar"))
+    if not shards:
+        raise FileNotFoundError(f"{clips_dir} has no shard-*.tar (run `motif-video prepare` first)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vae = VideoAutoencoder.from_pretrained(Path(weights) / "vae", device=device)
+    text_encoder = T5Gemma2TextEncoder.from_pretrained(weights, device=device)
+    has_vision = getattr(text_encoder.encoder, "vision_tower", None) is not None and text_encoder.image_processor
+    if rank == 0 and not (out_dir / "null_text.npy").exists():
+        null, mask = text_encoder.encode([""])
+        np.save(out_dir / "null_text.npy", null[0, : int(mask.sum())].float().cpu().numpy())
+    written = []
+    for shard in tqdm(shards[rank::world], desc=f"precompute rank {rank}", disable=not progress):
+        target = out_dir / shard.name
+        if target.exists():
+            continue
+        tmp = target.with_suffix(".tar.tmp")
+        with tarfile.open(tmp, "w") as tar:
+            for meta, mp4 in iterate_shard(shard):
+                frames, _ = read_video(mp4)
+                video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # [1, 3, F, H, W]
+                latents = vae.encode(video, sample=False)[0]
+                states, mask = text_encoder.encode([meta["caption"]])
+                key = meta["key"]
+                _add_bytes(tar, f"{key}.latents.npy", _npy(latents.float().cpu().numpy()))
+                _add_bytes(tar, f"{key}.text.npy", _npy(states[0, : int(mask.sum())].float().cpu().numpy()))
+                if has_vision:
+                    image = text_encoder.encode_image((video[:, :, 0] + 1) / 2)
+                    _add_bytes(tar, f"{key}.image.npy", _npy(image[0].float().cpu().numpy()))
+                _add_bytes(tar, f"{key}.mp4", mp4)
+                _add_bytes(tar, f"{key}.json", json.dumps(meta).encode())
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        written.append(target)
+    return written
