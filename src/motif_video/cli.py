@@ -15,9 +15,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from motif_video.media import check_writable
+
 # Subcommands whose implementation is not in this version, and where it is planned.
 _PLANNED = {
-    "eval": ("VBench and weight-free video metrics", "issue #6 (evaluation)"),
     "analyze": ("per-block cross-frame attention analysis", "issue #6 (analysis)"),
     "serve": ("the Gradio web page", "issue #7 (web interface)"),
 }
@@ -56,6 +57,28 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--shard-size", type=int, default=64, help="clips per shard")
     prepare.add_argument("--seed", type=int, default=0, help="seed of the shapes world")
     prepare.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    evaluate = sub.add_parser(
+        "eval",
+        help="benchmarks of generated videos (shapes benchmark; VBench not built yet)",
+        description="Score generated videos. 'shapes': objective color / shape / motion / stability scores on "
+        "shapes-world prompts, separately for trained and held-out combinations. 'vbench': not built yet (issue #6).",
+    )
+    evaluate.add_argument("benchmark", choices=["shapes", "vbench"])
+    evaluate.add_argument("--weights", default=None, help="pipeline directory to evaluate")
+    evaluate.add_argument(
+        "--reference",
+        action="store_true",
+        help="score the shapes world's own renders instead (the benchmark's ceiling)",
+    )
+    evaluate.add_argument("--count", type=int, default=8, help="prompts per split")
+    evaluate.add_argument("--steps", type=int, default=20)
+    evaluate.add_argument("--height", type=int, default=64)
+    evaluate.add_argument("--width", type=int, default=96)
+    evaluate.add_argument("--frames", type=int, default=17)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--out", default="shapes-eval", help="folder for report.json, report.md and the videos")
+    evaluate.add_argument("--quiet", action="store_true")
 
     precompute = sub.add_parser(
         "precompute",
@@ -140,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _prepare(args)
         if args.command == "precompute":
             return _precompute(args)
+        if args.command == "eval":
+            return _eval(args)
         what, where = _PLANNED[args.command]
         print(
             f"motif-video {args.command}: {what} is not built yet in this version; it arrives with {where}.",
@@ -221,7 +246,7 @@ def _generate(args: argparse.Namespace) -> int:
     import torch
 
     from motif_video import __version__
-    from motif_video.media import check_writable, write_contact_sheet, write_gif, write_json, write_mp4
+    from motif_video.media import write_contact_sheet, write_gif, write_json, write_mp4
     from motif_video.sampling.pipeline import (
         DEFAULT_NEGATIVE_PROMPT,
         MotifVideoPipeline,
@@ -338,6 +363,64 @@ def _prepare(args: argparse.Namespace) -> int:
         f"{report['clips']} clips from {report['sources']} sources in {args.out}; {len(report['skipped'])} "
         f"skipped (see report.json); buckets {report['buckets']}"
     )
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from motif_video.data import world
+    from motif_video.eval.shapes import benchmark_scenes, evaluate, markdown
+    from motif_video.media import write_json, write_mp4
+
+    if args.benchmark == "vbench":
+        print(
+            "motif-video eval vbench: not built yet in this version; it arrives with issue #6 (evaluation).",
+            file=sys.stderr,
+        )
+        return 2
+    if not args.reference and not args.weights:
+        raise UsageError("give --weights DIR (a pipeline directory) or --reference")
+    if args.count < 1:
+        raise UsageError(f"--count must be >= 1, got {args.count}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out / "report.json")
+    scenes = {s.caption: s for held in (False, True) for s in benchmark_scenes(args.count, held)}
+    if args.reference:
+
+        def generate(caption: str, index: int):
+            return world.render(scenes[caption], args.frames, args.height, args.width)
+    else:
+        from motif_video.sampling.pipeline import MotifVideoPipeline, validate_request
+
+        validate_request(["x"], args.height, args.width, args.frames, args.steps)
+        pipe = MotifVideoPipeline.from_pretrained(args.weights)
+
+        def generate(caption: str, index: int):
+            result = pipe(
+                caption,
+                height=args.height,
+                width=args.width,
+                frames=args.frames,
+                steps=args.steps,
+                seed=args.seed + index,
+                progress=False,
+            )
+            return result.uint8()[0]
+
+    videos = out / "videos"
+    videos.mkdir(exist_ok=True)
+
+    def generate_and_keep(caption: str, index: int):
+        video = generate(caption, index)
+        write_mp4(video, videos / f"{'-'.join(caption.split()[:6])}-{index}.mp4", fps=8)
+        return video
+
+    report = evaluate(generate_and_keep, count=args.count)
+    report["source"] = "reference renders" if args.reference else str(Path(args.weights).resolve())
+    write_json(report, out / "report.json")
+    table = markdown(report)
+    (out / "report.md").write_text(table)
+    print(table, end="")
     return 0
 
 

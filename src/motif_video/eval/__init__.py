@@ -1,0 +1,1 @@
+"""Evaluation: objective benchmarks and metrics of generated videos."""
