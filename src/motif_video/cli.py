@@ -19,7 +19,6 @@ from motif_video.media import check_writable
 
 # Subcommands whose implementation is not in this version, and where it is planned.
 _PLANNED = {
-    "analyze": ("per-block cross-frame attention analysis", "issue #6 (analysis)"),
     "serve": ("the Gradio web page", "issue #7 (web interface)"),
 }
 
@@ -79,6 +78,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--out", default="shapes-eval", help="folder for report.json, report.md and the videos")
     evaluate.add_argument("--quiet", action="store_true")
+
+    analyze = sub.add_parser(
+        "analyze",
+        help="per-block cross-frame attention analysis of a video (generated or given)",
+        description="Run one transformer forward on a video noised to flow time --t and record, per block, the "
+        "frame-to-frame attention of the video tokens and their attention mass on the context (text; the encoder "
+        "output in the DDT decoder). Writes attention.png (heatmaps by stage) and attention.json.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    analyze.add_argument("what", choices=["attention"])
+    analyze.add_argument("--weights", required=True, help="pipeline directory")
+    analyze.add_argument(
+        "--prompt", required=True, help="the text condition (and the video to generate, without --video)"
+    )
+    analyze.add_argument("--video", default=None, help="analyse this video instead of generating one")
+    analyze.add_argument("--t", type=float, default=0.5, help="flow time of the noised input, 0 (clean) .. 1 (noise)")
+    analyze.add_argument("--height", type=int, default=64)
+    analyze.add_argument("--width", type=int, default=96)
+    analyze.add_argument("--frames", type=int, default=17)
+    analyze.add_argument("--steps", type=int, default=20, help="denoising steps when generating the video")
+    analyze.add_argument("--seed", type=int, default=0)
+    analyze.add_argument("--chunk", type=int, default=256, help="query tokens per chunk (memory of the analysis)")
+    analyze.add_argument("--out", default="attention-analysis", help="output folder")
 
     precompute = sub.add_parser(
         "precompute",
@@ -165,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _precompute(args)
         if args.command == "eval":
             return _eval(args)
+        if args.command == "analyze":
+            return _analyze(args)
         what, where = _PLANNED[args.command]
         print(
             f"motif-video {args.command}: {what} is not built yet in this version; it arrives with {where}.",
@@ -421,6 +445,72 @@ def _eval(args: argparse.Namespace) -> int:
     table = markdown(report)
     (out / "report.md").write_text(table)
     print(table, end="")
+    return 0
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from motif_video.eval.attention import analyze, plot
+    from motif_video.media import read_video, write_json
+    from motif_video.sampling.pipeline import (
+        MotifVideoPipeline,
+        check_weights_dir,
+        request_factors,
+        validate_request,
+    )
+
+    if not 0 <= args.t <= 1:
+        raise UsageError(f"--t must be a flow time in [0, 1], got {args.t}")
+    weights = Path(args.weights)
+    check_weights_dir(weights)
+    validate_request([args.prompt], args.height, args.width, args.frames, args.steps, *request_factors(weights))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out / "attention.png")
+    pipe = MotifVideoPipeline.from_pretrained(weights)
+    if args.video:
+        try:
+            frames, _ = read_video(args.video)
+        except Exception as e:
+            raise UsageError(f"cannot read video {args.video}: {type(e).__name__}") from None
+        if len(frames) < args.frames:
+            raise UsageError(f"{args.video} has {len(frames)} frames, fewer than --frames {args.frames}")
+        from motif_video.data.buckets import Bucket
+        from motif_video.data.preprocess import cover_crop
+
+        clip = cover_crop(frames[: args.frames], Bucket(args.frames, args.height, args.width))
+        video = torch.from_numpy(np.ascontiguousarray(clip)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+        latents = pipe.vae.encode(video, sample=False)
+    else:
+        latents = pipe(
+            args.prompt,
+            height=args.height,
+            width=args.width,
+            frames=args.frames,
+            steps=args.steps,
+            seed=args.seed,
+            progress=False,
+        ).latents
+    text, mask = pipe.text_encoder.encode([args.prompt])
+    report = analyze(pipe.transformer, latents, text, mask, t=args.t, seed=args.seed, chunk=args.chunk)
+    plot(report, out / "attention.png")
+    write_json(
+        {
+            "prompt": args.prompt,
+            "video": args.video,
+            "t": args.t,
+            "blocks": report.to_dict(),
+            "stages": report.stage_means(),
+        },
+        out / "attention.json",
+    )
+    for stage, means in report.stage_means().items():
+        print(
+            f"{stage:8s} cross-frame score {means['cross_frame_score']:.3f}   context mass {means['context_mass']:.3f}"
+        )
+    print(f"wrote {out / 'attention.png'} and {out / 'attention.json'}")
     return 0
 
 

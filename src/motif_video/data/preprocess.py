@@ -150,7 +150,7 @@ def _clips(path: str, caption: str | None, cfg: PrepareConfig, sizes, seed: int)
         raise SkipSource(f"too small: {width}x{height} for a {bucket.width}x{bucket.height} bucket")
     for i in range(min(cfg.max_clips_per_video, len(frames) // bucket.frames)):
         clip = frames[i * bucket.frames : (i + 1) * bucket.frames]
-        yield _meta(path, i * bucket.frames, caption.strip(), bucket, cfg), _cover_crop(clip, bucket)
+        yield _meta(path, i * bucket.frames, caption.strip(), bucket, cfg), cover_crop(clip, bucket)
 
 
 def _meta(path: str, start: int, caption: str, bucket, cfg: PrepareConfig) -> dict:
@@ -170,7 +170,7 @@ def _meta(path: str, start: int, caption: str, bucket, cfg: PrepareConfig) -> di
     }
 
 
-def _cover_crop(clip: np.ndarray, bucket) -> np.ndarray:
+def cover_crop(clip: np.ndarray, bucket) -> np.ndarray:
     from PIL import Image
 
     h, w = clip.shape[1:3]

@@ -11,6 +11,11 @@ calls `attention()`. The backend is a run-time choice, not part of the architect
 
 Shapes: q [B, N, Lq, Dh], k and v [B, N, Lk, Dh]; mask [B, 1, 1, Lk] bool (True = attend) or
 None; the result is [B, Lq, N*Dh] (heads merged), ready for an output projection.
+
+An `AttentionProbe` passed along records what the analysis of the paper looks at (per block: the
+frame-to-frame attention of video queries, and their attention mass on the context, i.e. text
+or, in the decoder, the encoder output) without changing the result: it recomputes the softmax
+in chunks of queries and keeps only those aggregates, never a full attention matrix.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -34,7 +40,67 @@ def check_backend(name: str) -> str:
     return name
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, backend: str = "sdpa") -> Tensor:
+class AttentionProbe:
+    """Aggregates of the joint attention of video queries, per block (see module docstring).
+
+    `frames`: number of latent frames T; video tokens are the first T*tokens_per_frame queries
+    and keys, time slowest. In decoder blocks the keys are [decoder tokens ; encoder output], both
+    video grids: the second half is the "context" and also counts for the frame matrix.
+    """
+
+    def __init__(self, frames: int, tokens_per_frame: int, chunk: int = 256) -> None:
+        self.frames, self.per_frame, self.chunk = frames, tokens_per_frame, chunk
+        self.block: int | None = None  # set by the transformer before each block
+        self.decoder = False
+        self.frame_matrix: dict[int, Tensor] = {}  # block -> [T, T], rows: query frame, mean over queries/heads
+        self.context_mass: dict[int, float] = {}  # block -> mean attention of video queries on the context
+
+    @torch.no_grad()
+    def record(self, q: Tensor, k: Tensor, mask: Tensor | None) -> None:
+        if self.block is None:
+            return
+        t, per = self.frames, self.per_frame
+        length = t * per  # video tokens (queries analysed; first keys)
+        key_frame = torch.arange(k.shape[2], device=k.device) // per  # frame of each key ...
+        context = torch.ones(k.shape[2], dtype=torch.bool, device=k.device)
+        context[:length] = False
+        if self.decoder:  # ... the encoder-output half is a video grid as well
+            key_frame = key_frame % t
+        else:
+            key_frame = key_frame.clamp(max=t)  # text keys go to an extra column, dropped below
+        one_hot = torch.nn.functional.one_hot(key_frame, t + 1).float()  # [Lk, T+1]
+        sums = torch.zeros(t, t + 1, device=q.device)
+        ctx = torch.zeros((), device=q.device)
+        scale = q.shape[-1] ** -0.5
+        for start in range(0, length, self.chunk):
+            stop = min(length, start + self.chunk)
+            scores = (q[:, :, start:stop].float() @ k.float().transpose(-2, -1)) * scale  # [B, N, c, Lk]
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            probs = scores.softmax(dim=-1)
+            per_frame = probs @ one_hot  # [B, N, c, T+1]
+            query_frame = torch.arange(start, stop, device=q.device) // per
+            sums.index_add_(0, query_frame, per_frame.mean(dim=(0, 1)))
+            ctx += (probs * context).sum(dim=-1).sum()
+        self.frame_matrix[self.block] = (sums[:, :t] / per).cpu()
+        self.context_mass[self.block] = float(ctx / (length * q.shape[0] * q.shape[1]))
+
+    def cross_frame_score(self, block: int) -> float:
+        """Share of a video query's attention on video keys that falls outside its own frame."""
+        m = self.frame_matrix[block]
+        return float(1 - m.diagonal().sum() / m.sum())
+
+
+def attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None = None,
+    backend: str = "sdpa",
+    probe: AttentionProbe | None = None,
+) -> Tensor:
+    if probe is not None:
+        probe.record(q, k, mask)
     if backend == "sdpa":
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     elif backend == "math":

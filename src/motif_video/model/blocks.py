@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from motif_video.config import TransformerConfig
-from motif_video.model.attention import attention, split_heads
+from motif_video.model.attention import AttentionProbe, attention, split_heads
 from motif_video.model.layers import MLP, AdaLNModulation, apply_rope, layer_norm, pad_rope
 
 
@@ -39,6 +39,7 @@ class BlockInputs:
     text_mask: Tensor | None  # [B, 1, 1, S-M] bool over text tokens only (cross-attention keys)
     num_image_tokens: int  # M: image tokens at the front of the text stream (not cross-attended)
     backend: str  # attention backend, see model/attention.py
+    probe: AttentionProbe | None = None  # analysis of the joint attention (eval), see model/attention.py
 
     def with_video_tokens(self, rope: tuple[Tensor, Tensor], joint_mask: Tensor | None) -> BlockInputs:
         return replace(self, rope=rope, joint_mask=joint_mask)
@@ -172,6 +173,7 @@ class DualStreamBlock(nn.Module):
             torch.cat([vv, vt], dim=2),
             inputs.joint_mask,
             inputs.backend,
+            inputs.probe,
         )  # [B, L+S, D]
         length = x_norm.shape[1]
         return self.video_attn_out(out[:, :length]), self.text_attn_out(out[:, length:])
@@ -224,7 +226,7 @@ class SingleStreamBlock(nn.Module):
         # RoPE on the x part only: the context positions get the identity rotation (cos 1, sin 0),
         # which is exact and spares slicing and re-concatenating Q and K.
         rope = pad_rope(inputs.rope, h_norm.shape[1] - length)
-        attn = attention(apply_rope(q, rope), apply_rope(k, rope), v, inputs.joint_mask, inputs.backend)
+        attn = attention(apply_rope(q, rope), apply_rope(k, rope), v, inputs.joint_mask, inputs.backend, inputs.probe)
         if self.cross_attn is None:
             return attn
         text_start = length + inputs.num_image_tokens

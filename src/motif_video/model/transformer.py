@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from motif_video.config import TransformerConfig
-from motif_video.model.attention import check_backend
+from motif_video.model.attention import AttentionProbe, check_backend
 from motif_video.model.blocks import BlockInputs, DualStreamBlock, SingleStreamBlock
 from motif_video.model.layers import (
     MLP,
@@ -132,13 +132,15 @@ class MotifVideoTransformer(nn.Module):
         *,
         route: Route | None = None,
         capture: Iterable[int] = (),
+        probe: AttentionProbe | None = None,
     ) -> TransformerOutput:
         """Velocity for noisy latents (+ condition channels) at flow time `timestep` (0..1000).
 
         hidden_states [B, C_in, F, H, W]; timestep [B]; encoder_hidden_states [B, S, Dt];
         encoder_attention_mask [B, S] (1 = real token, 0 = padding); image_embeds [B, M, Di] (I2V).
         `route`: TREAD routing (training); `capture`: block indices whose video-token output is
-        returned in `features` (e.g. for REPA).
+        returned in `features` (e.g. for REPA); `probe`: records attention aggregates per block
+        (analysis) without changing the output.
         """
         cfg = self.cfg
         self._check_inputs(hidden_states, timestep, encoder_hidden_states, encoder_attention_mask, image_embeds)
@@ -148,6 +150,10 @@ class MotifVideoTransformer(nn.Module):
         if route is not None:
             route.validate(num_tokens, batch, cfg.num_blocks, cfg.num_dual_blocks + cfg.num_single_blocks)
         capture = set(capture)
+        if probe is not None and probe.frames * probe.per_frame != num_tokens:
+            raise ValueError(
+                f"probe expects {probe.frames} x {probe.per_frame} video tokens, the input has {num_tokens}"
+            )
 
         rope = self.rope(grid, hidden_states.device)  # [L, Dh] cos, sin
         c = self.time_embed(timestep.expand(batch) if timestep.dim() == 0 else timestep)  # [B, D]
@@ -170,6 +176,7 @@ class MotifVideoTransformer(nn.Module):
             text_mask=None if text_valid is None else text_valid[:, None, None, num_image_tokens:],
             num_image_tokens=num_image_tokens,
             backend=self.attention_backend,
+            probe=probe,
         )
         routed = (
             inputs
@@ -181,6 +188,8 @@ class MotifVideoTransformer(nn.Module):
         # 1 + 2. Encoder: dual-stream then single-stream blocks over [video ; text].
         encoder = itertools.chain(self.dual_blocks, self.single_blocks)
         for index, block in enumerate(encoder):
+            if probe is not None:
+                probe.block, probe.decoder = index, False
             if route is not None and index == route.start:
                 x_skipped, x = x, route.gather(x)
             in_route = route is not None and route.start <= index <= route.end
@@ -191,7 +200,7 @@ class MotifVideoTransformer(nn.Module):
                 features[index] = x
 
         # 3. DDT decoder: [decoder tokens ; encoder output], no text, no mask, RoPE on the first part.
-        decoder_inputs = BlockInputs(c, rope, None, None, 0, self.attention_backend)
+        decoder_inputs = BlockInputs(c, rope, None, None, 0, self.attention_backend, probe)
         decoder_routed = (
             decoder_inputs if route is None else decoder_inputs.with_video_tokens(route.gather_rope(rope), None)
         )
@@ -199,6 +208,8 @@ class MotifVideoTransformer(nn.Module):
             encoder_out, x = x, decoder_x
         for offset, block in enumerate(self.decoder_blocks):
             index = cfg.num_dual_blocks + cfg.num_single_blocks + offset
+            if probe is not None:
+                probe.block, probe.decoder = index, True
             if route is not None and index == route.start:
                 (x_skipped, x), (enc_skipped, encoder_out) = (
                     (x, route.gather(x)),

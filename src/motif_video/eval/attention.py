@@ -1,0 +1,117 @@
+"""Per-block cross-frame attention analysis (the report's Sec. on the DDT decoder's attention).
+
+For one video, noised to a chosen flow time, one transformer forward runs with an
+`AttentionProbe`: per block, the frame-to-frame attention matrix of the video queries (mean over
+heads and queries), their attention mass on the context (text in the encoder, the encoder output
+in the decoder) and a cross-frame score (attention mass off the query's own frame). The figure
+is a grid of heatmaps, one per block, grouped by stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from motif_video.model.attention import AttentionProbe
+from motif_video.model.transformer import MotifVideoTransformer
+from motif_video.training.flow import TIMESTEP_SCALE, interpolate
+
+
+@dataclass
+class AttentionReport:
+    stages: dict[int, str]  # block -> "dual" | "single" | "decoder"
+    frame_matrix: dict[int, Tensor]
+    context_mass: dict[int, float]
+    cross_frame: dict[int, float]
+
+    def to_dict(self) -> dict:
+        return {
+            str(b): {
+                "stage": self.stages[b],
+                "frame_matrix": self.frame_matrix[b].tolist(),
+                "context_mass": self.context_mass[b],
+                "cross_frame_score": self.cross_frame[b],
+            }
+            for b in sorted(self.stages)
+        }
+
+    def stage_means(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for stage in ("dual", "single", "decoder"):
+            blocks = [b for b, s in self.stages.items() if s == stage]
+            if blocks:
+                out[stage] = {
+                    "cross_frame_score": sum(self.cross_frame[b] for b in blocks) / len(blocks),
+                    "context_mass": sum(self.context_mass[b] for b in blocks) / len(blocks),
+                }
+        return out
+
+
+@torch.no_grad()
+def analyze(
+    transformer: MotifVideoTransformer,
+    latents: Tensor,  # [1, Z, F, H, W] clean normalised latents
+    text: Tensor,
+    text_mask: Tensor,
+    t: float = 0.5,
+    seed: int = 0,
+    chunk: int = 256,
+) -> AttentionReport:
+    cfg = transformer.cfg
+    _, z, frames, height, width = latents.shape
+    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed)).to(latents)
+    x_t = interpolate(latents, noise, torch.tensor([t]))
+    condition = torch.zeros(1, cfg.in_channels - z, frames, height, width, dtype=latents.dtype, device=latents.device)
+    grid = (frames // cfg.patch_size_t, height // cfg.patch_size, width // cfg.patch_size)
+    probe = AttentionProbe(grid[0], grid[1] * grid[2], chunk=chunk)
+    dtype = next(transformer.parameters()).dtype
+    transformer(
+        torch.cat([x_t, condition], dim=1).to(dtype),
+        torch.tensor([t * TIMESTEP_SCALE], device=latents.device),
+        text.to(dtype),
+        text_mask,
+        probe=probe,
+    )
+    encoder_end = cfg.num_dual_blocks + cfg.num_single_blocks
+    stages = {
+        b: "dual" if b < cfg.num_dual_blocks else "single" if b < encoder_end else "decoder" for b in probe.frame_matrix
+    }
+    return AttentionReport(
+        stages, probe.frame_matrix, probe.context_mass, {b: probe.cross_frame_score(b) for b in probe.frame_matrix}
+    )
+
+
+def plot(report: AttentionReport, path: str | Path) -> Path:
+    """Heatmaps of every block's frame-to-frame attention, one row per stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from motif_video.media import atomic_write
+
+    rows = [(s, [b for b in sorted(report.stages) if report.stages[b] == s]) for s in ("dual", "single", "decoder")]
+    rows = [(s, blocks) for s, blocks in rows if blocks]
+    columns = max(len(blocks) for _, blocks in rows)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.6 * columns + 1, 1.8 * len(rows) + 0.6), squeeze=False)
+    for r, (stage, blocks) in enumerate(rows):
+        for c in range(columns):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(blocks):
+                ax.axis("off")
+                continue
+            b = blocks[c]
+            m = report.frame_matrix[b]
+            ax.imshow((m / m.sum(dim=1, keepdim=True)).numpy(), cmap="magma", vmin=0)
+            ax.set_title(f"{stage} {b}\ncross {report.cross_frame[b]:.2f} ctx {report.context_mass[b]:.2f}", fontsize=7)
+        axes[r][0].set_ylabel(f"{stage}\nquery frame", fontsize=8)
+    fig.suptitle("video-query attention\nrows: query frame, columns: key frame", fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+    return Path(path)
