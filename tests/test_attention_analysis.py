@@ -68,3 +68,40 @@ def test_analyze_attention_command(tmp_path):
     assert (tmp_path / "out" / "attention.png").stat().st_size > 1000
     bad = run("analyze", "attention", "--weights", str(tmp_path / "weights"), "--prompt", "x", "--t", "2")
     assert bad.returncode == 2 and "--t must be a flow time" in bad.stderr
+
+    # a given video instead of a generated one
+    from motif_video.data import world
+    from motif_video.media import write_mp4
+
+    write_mp4(world.render(world.scene(0, 1), 20, 40, 60), tmp_path / "clip.mp4", fps=8)
+    given = run(
+        "analyze",
+        "attention",
+        "--weights",
+        str(tmp_path / "weights"),
+        "--prompt",
+        "a red circle",
+        "--video",
+        str(tmp_path / "clip.mp4"),
+        "--frames",
+        "9",
+        "--out",
+        str(tmp_path / "given"),
+    )
+    assert given.returncode == 0, given.stderr
+    assert len(json.loads((tmp_path / "given" / "attention.json").read_text())["blocks"]["5"]["frame_matrix"]) == 3
+    short = run(
+        "analyze",
+        "attention",
+        "--weights",
+        str(tmp_path / "weights"),
+        "--prompt",
+        "a red circle",
+        "--video",
+        str(tmp_path / "clip.mp4"),
+        "--frames",
+        "33",
+        "--out",
+        str(tmp_path / "short"),
+    )
+    assert short.returncode == 2 and "fewer than the 33 asked for" in short.stderr

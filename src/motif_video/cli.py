@@ -449,11 +449,8 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
-
-    from motif_video.eval.attention import analyze, plot
-    from motif_video.media import read_video, write_json
+    from motif_video.eval.attention import analyze, plot, video_latents
+    from motif_video.media import write_json
     from motif_video.sampling.pipeline import (
         MotifVideoPipeline,
         check_weights_dir,
@@ -471,18 +468,7 @@ def _analyze(args: argparse.Namespace) -> int:
     check_writable(out / "attention.png")
     pipe = MotifVideoPipeline.from_pretrained(weights)
     if args.video:
-        try:
-            frames, _ = read_video(args.video)
-        except Exception as e:
-            raise UsageError(f"cannot read video {args.video}: {type(e).__name__}") from None
-        if len(frames) < args.frames:
-            raise UsageError(f"{args.video} has {len(frames)} frames, fewer than --frames {args.frames}")
-        from motif_video.data.buckets import Bucket
-        from motif_video.data.preprocess import cover_crop
-
-        clip = cover_crop(frames[: args.frames], Bucket(args.frames, args.height, args.width))
-        video = torch.from_numpy(np.ascontiguousarray(clip)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
-        latents = pipe.vae.encode(video, sample=False)
+        latents = video_latents(pipe.vae, args.video, args.frames, args.height, args.width)
     else:
         latents = pipe(
             args.prompt,

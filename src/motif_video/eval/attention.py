@@ -84,6 +84,24 @@ def analyze(
     )
 
 
+def video_latents(vae, path: str | Path, frames: int, height: int, width: int) -> Tensor:
+    """The first `frames` frames of a video file, cover-cropped to height x width, as clean
+    normalised latents [1, Z, F', H', W'] (the posterior mean)."""
+    from motif_video.data.buckets import Bucket
+    from motif_video.data.preprocess import cover_crop
+    from motif_video.media import read_video
+
+    try:
+        video, _ = read_video(path)
+    except Exception as e:  # PyAV raises many kinds for broken files
+        raise ValueError(f"cannot read video {path}: {type(e).__name__}") from None
+    if len(video) < frames:
+        raise ValueError(f"{path} has {len(video)} frames, fewer than the {frames} asked for")
+    clip = cover_crop(video[:frames], Bucket(frames, height, width))
+    pixels = torch.from_numpy(clip.copy()).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # [1, 3, F, H, W]
+    return vae.encode(pixels, sample=False)
+
+
 def plot(report: AttentionReport, path: str | Path) -> Path:
     """Heatmaps of every block's frame-to-frame attention, one row per stage."""
     import matplotlib
