@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 from test_cli import run
@@ -55,4 +56,10 @@ def test_report_splits_trained_and_held_out(tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "ev" / "report.json").read_text())["trained"]["mean"]["motion"] == 1.0
     assert len(list((tmp_path / "ev" / "videos").glob("*.mp4"))) == 4
+    page = (tmp_path / "ev" / "report.html").read_text()
+    sources = re.findall(r'<video src="([^"]+)" autoplay muted loop', page)
+    assert len(sources) == 4 and all((tmp_path / "ev" / src).is_file() for src in sources)
+    assert "Shapes benchmark" in page and "temporal_flickering" in page
+    metrics = json.loads((tmp_path / "ev" / "report.json").read_text())["metrics"]
+    assert all(0.9 < m["temporal_flickering"] <= 1 and m["dynamic_degree_moving_share"] > 0 for m in metrics.values())
     assert run("eval", "vbench").returncode == 2

@@ -392,6 +392,9 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from motif_video.data import world
+    from motif_video.eval.metrics import all_metrics
+    from motif_video.eval.report import table as html_table
+    from motif_video.eval.report import write_html
     from motif_video.eval.shapes import benchmark_scenes, evaluate, markdown
     from motif_video.media import write_json, write_mp4
 
@@ -433,18 +436,41 @@ def _eval(args: argparse.Namespace) -> int:
 
     videos = out / "videos"
     videos.mkdir(exist_ok=True)
+    kept: list[tuple[str, str, dict]] = []
 
     def generate_and_keep(caption: str, index: int):
         video = generate(caption, index)
-        write_mp4(video, videos / f"{'-'.join(caption.split()[:6])}-{index}.mp4", fps=8)
+        name = f"videos/{index:03d}-{'-'.join(caption.split()[1:4])}.mp4"
+        write_mp4(video, out / name, fps=8)
+        kept.append((caption, name, all_metrics(video)))
         return video
 
     report = evaluate(generate_and_keep, count=args.count)
     report["source"] = "reference renders" if args.reference else str(Path(args.weights).resolve())
+    report["metrics"] = {name: metrics for _, name, metrics in kept}
     write_json(report, out / "report.json")
     table = markdown(report)
     (out / "report.md").write_text(table)
+    shapes_rows = [
+        [split, *(report[split]["mean"][k] for k in ("color", "shape", "motion", "stability", "mean"))]
+        for split in ("trained", "held_out")
+    ]
+    metric_names = list(kept[0][2])
+    write_html(
+        out / "report.html",
+        f"Shapes benchmark: {report['source']}",
+        [(caption, name) for caption, name, _ in kept],
+        [
+            html_table("Shapes benchmark", ["split", "color", "shape", "motion", "stability", "mean"], shapes_rows),
+            html_table(
+                "Weight-free metrics",
+                ["video", *metric_names],
+                [[name, *(m[k] for k in metric_names)] for _, name, m in kept],
+            ),
+        ],
+    )
     print(table, end="")
+    print(f"wrote {out / 'report.html'}")
     return 0
 
 
