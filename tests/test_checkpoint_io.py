@@ -142,3 +142,19 @@ def test_single_file_diffusers_keys_infer_the_config(tmp_path):
     inputs = make_inputs()
     with torch.no_grad():
         torch.testing.assert_close(ours(**inputs).velocity, reference(**inputs).sample, rtol=1e-5, atol=1e-5)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from motif_video.media import write_json
+
+    mask = os.umask(0o022)
+    try:
+        save_transformer(MotifVideoTransformer(get_preset("debug")), tmp_path / "ckpt")
+        write_json({"a": 1}, tmp_path / "x.json")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "ckpt").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o644

@@ -371,6 +371,9 @@ def save_transformer(
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700; give the usual permissions
     try:
         (tmp / CONFIG_NAME).write_text(json.dumps(cfg.to_diffusers(), indent=2) + "\n")
         if len(shards) == 1:
