@@ -41,7 +41,7 @@ def precompute(
     device: str = "cpu",
     progress: bool = True,
 ) -> list[Path]:
-    from motif_video.model.text_encoder import T5Gemma2TextEncoder
+    from motif_video.model.text_encoder import load_text_encoder
     from motif_video.model.vae import VideoAutoencoder
 
     clips_dir, out_dir = Path(clips_dir), Path(out_dir)
@@ -50,8 +50,8 @@ def precompute(
         raise FileNotFoundError(f"{clips_dir} has no shard-*.tar (run `motif-video prepare` first)")
     out_dir.mkdir(parents=True, exist_ok=True)
     vae = VideoAutoencoder.from_pretrained(Path(weights) / "vae", device=device)
-    text_encoder = T5Gemma2TextEncoder.from_pretrained(weights, device=device)
-    has_vision = getattr(text_encoder.encoder, "vision_tower", None) is not None and text_encoder.image_processor
+    text_encoder = load_text_encoder(weights, device=device)
+    has_vision = text_encoder.image_processor is not None
     if rank == 0 and not (out_dir / "null_text.npy").exists():
         null, mask = text_encoder.encode([""])
         np.save(out_dir / "null_text.npy", null[0, : int(mask.sum())].float().cpu().numpy())

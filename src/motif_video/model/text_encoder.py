@@ -8,10 +8,22 @@ vision tower (raw last hidden state), the image tokens the transformer prepends 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+
+def load_text_encoder(root: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """The text encoder of a pipeline directory: T5Gemma2 (released model) or our word-level
+    encoder (small models), told apart by `text_encoder/config.json`."""
+    config = json.loads((Path(root) / "text_encoder" / "config.json").read_text())
+    if config.get("_class_name") == "WordTextEncoder":
+        from motif_video.model.word_encoder import WordTextEncoder
+
+        return WordTextEncoder.from_pretrained(Path(root) / "text_encoder", device=device).to(dtype)
+    return T5Gemma2TextEncoder.from_pretrained(root, dtype=dtype, device=device)
 
 
 class T5Gemma2TextEncoder:

@@ -25,7 +25,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from motif_video.model.checkpoint_io import load_transformer
-from motif_video.model.text_encoder import T5Gemma2TextEncoder
+from motif_video.model.text_encoder import T5Gemma2TextEncoder, load_text_encoder
 from motif_video.model.transformer import MotifVideoTransformer
 from motif_video.model.vae import VideoAutoencoder
 from motif_video.sampling.guidance import Guidance, GuidanceConfig
@@ -96,7 +96,7 @@ class MotifVideoPipeline:
         vae = VideoAutoencoder.from_pretrained(root / "vae", dtype=dtype, device=home)
         if vae_tiling:
             vae.vae.enable_tiling()
-        text_encoder = T5Gemma2TextEncoder.from_pretrained(root, dtype=dtype, device=home)
+        text_encoder = load_text_encoder(root, dtype=dtype, device=home)
         scheduler_config = json.loads((root / "scheduler" / "scheduler_config.json").read_text())
         guider_file = root / "guider" / "guider_config.json"
         guidance = GuidanceConfig.from_diffusers(json.loads(guider_file.read_text())) if guider_file.is_file() else None
@@ -254,7 +254,11 @@ def check_weights_dir(root: Path) -> None:
     """A clear error listing what a pipeline directory lacks."""
     if not root.is_dir():
         raise FileNotFoundError(f"weights directory {root} does not exist")
-    missing = [f for f in REQUIRED_FILES if not (root / f).is_file()]
+    required = list(REQUIRED_FILES)
+    text_config = root / "text_encoder" / "config.json"
+    if text_config.is_file() and json.loads(text_config.read_text()).get("_class_name") == "WordTextEncoder":
+        required.remove("tokenizer/tokenizer_config.json")  # the word-level encoder carries its vocabulary
+    missing = [f for f in required if not (root / f).is_file()]
     if not any((root / "transformer").glob("*.safetensors")) and "transformer/config.json" not in missing:
         missing.append("transformer/*.safetensors")
     if not any((root / "vae").glob("*.safetensors")) and "vae/config.json" not in missing:
