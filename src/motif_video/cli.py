@@ -334,6 +334,7 @@ def _generate(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     videos = result.uint8()
+    fingerprint = weights_fingerprint(weights)
     outputs = [out] if args.batch == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(args.batch)]
     for i, (frames, path) in enumerate(zip(videos, outputs, strict=True)):
         write_mp4(frames, path, fps=args.fps)
@@ -358,7 +359,7 @@ def _generate(args: argparse.Namespace) -> int:
                 "dtype": dtype_name,
                 "device": device,
                 "weights": str(weights.resolve()),
-                "weights_fingerprint": weights_fingerprint(weights),
+                "weights_fingerprint": fingerprint,
                 "motif_video_version": __version__,
                 "torch_version": torch.__version__,
                 "seconds": round(time.time() - started, 2),

@@ -32,12 +32,17 @@ class LatentShards:
         self.text_len = max(max(len(s["text"]) for s in self.samples), len(null))
         self.null_text, self.null_mask = _pad(torch.from_numpy(null), self.text_len)
         self.buckets = [s["bucket"] for s in self.samples]
+        self._plans: dict[tuple[int, int, int], list[list[list[int]]]] = {}
 
     def _plan(self, epoch: int, batch_size: int, world: int) -> list[list[list[int]]]:
-        plan = balanced_plan(self.buckets, world, batch_size // world, seed=self.seed * 1009 + epoch)
-        if not plan[0]:
-            raise ValueError(f"no bucket has {batch_size} samples: lower data.batch_size")
-        return plan
+        key = (epoch, batch_size, world)
+        if key not in self._plans:  # one plan per epoch; keep only the newest few
+            plan = balanced_plan(self.buckets, world, batch_size // world, seed=self.seed * 1009 + epoch)
+            if not plan[0]:
+                raise ValueError(f"no bucket has {batch_size} samples: lower data.batch_size")
+            self._plans = {k: v for k, v in self._plans.items() if k[0] >= epoch - 1}
+            self._plans[key] = plan
+        return self._plans[key]
 
     def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> dict[str, Tensor]:
         if batch_size % world:

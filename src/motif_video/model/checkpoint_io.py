@@ -27,6 +27,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from motif_video.config import PRESETS, TransformerConfig
+from motif_video.media import current_umask
 from motif_video.model.transformer import MotifVideoTransformer
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -371,9 +372,7 @@ def save_transformer(
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700; give the usual permissions
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; give the usual permissions
     try:
         (tmp / CONFIG_NAME).write_text(json.dumps(cfg.to_diffusers(), indent=2) + "\n")
         if len(shards) == 1:
