@@ -80,7 +80,7 @@ def train_autoencoder(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     vae.eval()
     with torch.no_grad():  # normalisation statistics of the posterior means
         means = torch.cat([vae.encode(c[None]).latent_dist.mode().flatten(2) for c in clips], dim=2)
