@@ -74,34 +74,13 @@ def test_analyze_attention_command(tmp_path):
     from motif_video.media import write_mp4
 
     write_mp4(world.render(world.scene(0, 1), 20, 40, 60), tmp_path / "clip.mp4", fps=8)
-    given = run(
-        "analyze",
-        "attention",
-        "--weights",
-        str(tmp_path / "weights"),
-        "--prompt",
-        "a red circle",
-        "--video",
-        str(tmp_path / "clip.mp4"),
-        "--frames",
-        "9",
-        "--out",
-        str(tmp_path / "given"),
-    )
+
+    def analyze_clip(frames: str, out: str):
+        video = ["--video", str(tmp_path / "clip.mp4"), "--frames", frames, "--out", str(tmp_path / out)]
+        return run("analyze", "attention", "--weights", str(tmp_path / "weights"), "--prompt", "a red circle", *video)
+
+    given = analyze_clip("9", "given")
     assert given.returncode == 0, given.stderr
     assert len(json.loads((tmp_path / "given" / "attention.json").read_text())["blocks"]["5"]["frame_matrix"]) == 3
-    short = run(
-        "analyze",
-        "attention",
-        "--weights",
-        str(tmp_path / "weights"),
-        "--prompt",
-        "a red circle",
-        "--video",
-        str(tmp_path / "clip.mp4"),
-        "--frames",
-        "33",
-        "--out",
-        str(tmp_path / "short"),
-    )
+    short = analyze_clip("33", "short")
     assert short.returncode == 2 and "fewer than the 33 asked for" in short.stderr

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FRAME_BUCKETS = (1, 33, 65, 121)
 ASPECT_RATIOS = (9 / 16, 3 / 4, 1.0, 4 / 3, 16 / 9)  # width / height
 
 

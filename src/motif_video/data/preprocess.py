@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,22 +35,6 @@ class PrepareConfig:
     area: int = 64 * 96  # pixels per frame; aspect buckets share it
     shard_size: int = 64  # clips per shard (closed between sources)
     max_clips_per_video: int = 4
-
-
-@dataclass
-class Report:
-    written: int = 0
-    sources: int = 0
-    skipped: list[dict[str, str]] = field(default_factory=list)
-
-    def to_dict(self, out_dir: Path) -> dict:
-        rows = read_metadata(out_dir)
-        return {
-            "clips": len(rows),
-            "sources": len({r["source"] for r in rows}),
-            "skipped": self.skipped,
-            "buckets": bucket_counts([r["bucket"] for r in rows]),
-        }
 
 
 def list_sources(source: str) -> tuple[list[tuple[str, str | None]], list[dict[str, str]]]:
@@ -107,9 +91,14 @@ def prepare(
             continue
         writer.end_source()
     writer.flush()
-    report = Report(skipped=sorted(skipped.values(), key=lambda r: r["path"])).to_dict(out_dir)
-    write_json(report, report_file)
     rows = read_metadata(out_dir)
+    report = {
+        "clips": len(rows),
+        "sources": len({r["source"] for r in rows}),
+        "skipped": sorted(skipped.values(), key=lambda r: r["path"]),
+        "buckets": bucket_counts([r["bucket"] for r in rows]),
+    }
+    write_json(report, report_file)
     (out_dir / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return report
 

@@ -192,8 +192,6 @@ class SingleStreamBlock(nn.Module):
         d = cfg.hidden_size
         self.eps = cfg.eps
         self.num_heads = cfg.num_heads
-        self.hidden = d
-        self.mlp_hidden = cfg.mlp_hidden
         self.modulation = AdaLNModulation(d, 1)
         self.qkv = nn.Linear(d, 3 * d)
         self.mlp_in = nn.Linear(d, cfg.mlp_hidden)

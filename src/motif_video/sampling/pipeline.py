@@ -220,7 +220,7 @@ class _Placement:
             self.component.to(self.device)
         return self.component
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *_) -> None:
         if self.offload:
             self.component.to("cpu")
             if self.device.type == "cuda":

@@ -15,9 +15,6 @@ from tqdm.auto import tqdm
 
 from motif_video.sampling.guidance import Guidance
 
-# velocity(latents [B, Z, F, H, W], timestep [B], text index: 0 cond / 1 uncond) -> [B, Z, F, H, W]
-Denoiser = Callable[[Tensor, Tensor, bool], Tensor]
-
 
 @dataclass(frozen=True)
 class Conditioning:

@@ -21,12 +21,6 @@ class EMA:
         current = [p.detach().float() for p in self._params(model)]
         torch._foreach_lerp_(self.shadow, current, 1 - self.decay)
 
-    @torch.no_grad()
-    def copy_to(self, model: nn.Module) -> None:
-        """Load the averaged weights into `model` (same structure)."""
-        for p, s in zip(self._params(model), self.shadow, strict=True):
-            p.copy_(s.to(p.dtype))
-
     def state_dict(self) -> dict[str, torch.Tensor]:
         return dict(zip(self.names, self.shadow, strict=True))
 
