@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean embedded
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -16,13 +16,18 @@ $(VENV)/.installed: pyproject.toml Makefile
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/motif-video info --preset motif-video-2b
 	@mkdir -p outputs
-	$(PY) -c "from motif_video.random_weights import build_random_pipeline as b; b('outputs/random-weights')"
-	$(VENV)/bin/motif-video generate "a red circle moves to the left" --weights outputs/random-weights \
-		--height 64 --width 96 --frames 17 --steps 8 --fps 8 --out outputs/demo.mp4 --contact-sheet
-	@echo "outputs/demo.mp4 shows the whole pipeline running on RANDOM weights (so: noise)."
-	@echo "The embedded trained default model, and generation without --weights, arrive with issue #5."
+	$(VENV)/bin/motif-video generate "a red circle moves to the left on a gray background" \
+		--out outputs/demo.mp4 --gif --contact-sheet
+	@echo "outputs/demo.mp4 (and .gif, .png) were made by the embedded shapes-world model (no download)."
+	@echo "Try other prompts: colors red green blue yellow purple white; shapes circle square triangle;"
+	@echo "moves up / down / to the left / to the right; on a (striped) gray or black background."
+
+# Rebuild the embedded default model from scratch (about an hour on a 2-core CPU): train, score, ship.
+embedded: $(VENV)/.installed
+	$(VENV)/bin/motif-video train configs/shapes-tiny.toml
+	$(VENV)/bin/motif-video eval shapes --weights runs/shapes-tiny/pipeline --count 16 --out runs/shapes-tiny/eval
+	$(PY) -m motif_video.embedded runs/shapes-tiny/pipeline --eval runs/shapes-tiny/eval/report.json
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

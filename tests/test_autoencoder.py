@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from motif_video.data.preprocess import PrepareConfig, prepare
-from motif_video.model.vae import VideoAutoencoder
+from motif_video.model.vae import PatchAutoencoder, VideoAutoencoder, load_autoencoder
 from motif_video.training.autoencoder import AutoencoderConfig, load_clips, train_autoencoder
 
 
@@ -14,7 +15,7 @@ def test_autoencoder_learns_and_saves_normalised_latents(tmp_path):
     result = train_autoencoder(
         tmp_path / "clips", tmp_path / "vae", AutoencoderConfig(z_dim=4, base_dim=8, steps=60, lr=3e-3), progress=False
     )
-    assert result["last_loss"] < 0.7 * result["first_loss"], result
+    assert result["reconstruction_l1"] < 0.7 * result["reconstruction_l1_before"], result
     vae = VideoAutoencoder.from_pretrained(tmp_path / "vae")
     assert vae.z_dim == 4 and vae.latent_shape(9, 32, 32) == (4, 3, 4, 4)
     clips = torch.stack(load_clips(tmp_path / "clips"))
@@ -23,3 +24,25 @@ def test_autoencoder_learns_and_saves_normalised_latents(tmp_path):
     assert latents.mean(dim=(0, 2, 3, 4)).abs().max() < 1e-3
     assert (latents.std(dim=(0, 2, 3, 4)) - 1).abs().max() < 1e-2
     assert vae.decode(latents).shape == clips.shape
+
+
+def test_patch_autoencoder_reconstructs_the_shapes_world(tmp_path):
+    prepare("shapes:24", tmp_path / "clips", PrepareConfig(fps=8, frame_buckets=(9,), area=32 * 32), progress=False)
+    cfg = AutoencoderConfig(kind="patch-pca", z_dim=16, spatial_factor=4)
+    result = train_autoencoder(tmp_path / "clips", tmp_path / "vae", cfg, progress=False)
+    vae = load_autoencoder(tmp_path / "vae")
+    assert isinstance(vae, PatchAutoencoder) and vae.latent_shape(9, 32, 32) == (16, 3, 8, 8)
+    clips = torch.stack(load_clips(tmp_path / "clips"))
+    latents = vae.encode(clips)  # the Wan layout: first frame alone, then chunks of 4 frames
+    assert latents.shape == (24, 16, 3, 8, 8)
+    assert latents.mean(dim=(0, 2, 3, 4)).abs().max() < 1e-3
+    assert (latents.std(dim=(0, 2, 3, 4)) - 1).abs().max() < 1e-2
+    error = (vae.decode(latents) - clips).abs().mean()
+    assert error < 0.05 and abs(result["reconstruction_l1"] - error) < 0.02, (error, result)
+    # a single frame (an image) is just the first-frame part
+    assert torch.equal(vae.encode(clips[:, :, :1]), latents[:, :, :1])
+    assert vae.decode(latents[:, :, :1]).shape == (24, 3, 1, 32, 32)
+    # too many components for a first-frame patch (3 x 4 x 4 = 48 values)
+    with pytest.raises(ValueError, match="exceeds the 48 values of a first patch"):
+        bad = AutoencoderConfig(kind="patch-pca", z_dim=64, spatial_factor=4)
+        train_autoencoder(tmp_path / "clips", tmp_path / "bad", bad)

@@ -64,18 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
         "shapes-world prompts, separately for trained and held-out combinations. 'vbench': not built yet (issue #6).",
     )
     evaluate.add_argument("benchmark", choices=["shapes", "vbench"])
-    evaluate.add_argument("--weights", default=None, help="pipeline directory to evaluate")
+    evaluate.add_argument("--weights", default=None, help="pipeline directory (default: the embedded model)")
     evaluate.add_argument(
         "--reference",
         action="store_true",
         help="score the shapes world's own renders instead (the benchmark's ceiling)",
     )
     evaluate.add_argument("--count", type=int, default=8, help="prompts per split")
-    evaluate.add_argument("--steps", type=int, default=20)
-    evaluate.add_argument("--height", type=int, default=64)
-    evaluate.add_argument("--width", type=int, default=96)
-    evaluate.add_argument("--frames", type=int, default=17)
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--steps", type=int, default=None, help="denoising steps (default: manifest, else 20)")
+    evaluate.add_argument("--height", type=int, default=None, help="pixels (default: manifest, else 64)")
+    evaluate.add_argument("--width", type=int, default=None, help="pixels (default: manifest, else 64)")
+    evaluate.add_argument("--frames", type=int, default=None, help="4k+1 frames (default: manifest, else 17)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the first prompt; prompt i uses seed+i")
     evaluate.add_argument("--out", default="shapes-eval", help="folder for report.json, report.md and the videos")
     evaluate.add_argument("--quiet", action="store_true")
 
@@ -225,9 +225,10 @@ def _add_generate(sub) -> None:
         "--weights",
         default=None,
         help="pipeline directory in the official layout (transformer/, vae/, text_encoder/, tokenizer/, "
-        "scheduler/, for I2V feature_extractor/); default: the embedded model",
+        "scheduler/, for I2V feature_extractor/); default: the embedded shapes-world model, which knows only "
+        "shapes-world words ('a red circle moves to the left on a gray background')",
     )
-    p.add_argument("--steps", type=int, default=50, help="denoising steps")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the weights' manifest, else 50)")
     p.add_argument(
         "--guidance",
         choices=["apg", "cfg", "none"],
@@ -239,10 +240,12 @@ def _add_generate(sub) -> None:
         "--scheduler", choices=list(SCHEDULERS), default=None, help="sampler (default: the weights' scheduler/ config)"
     )
     p.add_argument("--shift", type=float, default=None, help="flow time shift (default: the scheduler config's)")
-    p.add_argument("--height", type=int, default=480, help="pixels, a multiple of 16")
-    p.add_argument("--width", type=int, default=832, help="pixels, a multiple of 16")
-    p.add_argument("--frames", type=int, default=49, help="4k+1 frames (49 = 2 s at 24 fps, 121 = 5 s)")
-    p.add_argument("--fps", type=int, default=24, help="frame rate of the written video")
+    p.add_argument("--height", type=int, default=None, help="pixels, a multiple of 16 (default: manifest, else 480)")
+    p.add_argument("--width", type=int, default=None, help="pixels, a multiple of 16 (default: manifest, else 832)")
+    p.add_argument(
+        "--frames", type=int, default=None, help="4k+1 frames (49 = 2 s at 24 fps; default: manifest, else 49)"
+    )
+    p.add_argument("--fps", type=int, default=None, help="frame rate of the written video (default: manifest, else 24)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first video; video i uses seed+i")
     p.add_argument("--batch", type=int, default=1, help="number of videos")
     p.add_argument("--out", default="motif-video.mp4", help="output .mp4 (with --batch N: NAME-0.mp4, NAME-1.mp4, ...)")
@@ -264,12 +267,25 @@ def _add_generate(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _fill_defaults(args: argparse.Namespace, weights: Path | None, fallback: dict) -> None:
+    """Options left unset take the weights' own defaults (their manifest.json), else `fallback`."""
+    from motif_video.embedded import manifest
+
+    values = dict(fallback)
+    if weights is not None:
+        values.update({k: v for k, v in manifest(weights).get("defaults", {}).items() if k in fallback})
+    for name, value in values.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
 def _generate(args: argparse.Namespace) -> int:
     import time
 
     import torch
 
     from motif_video import __version__
+    from motif_video.embedded import embedded_weights
     from motif_video.media import write_contact_sheet, write_gif, write_json, write_mp4
     from motif_video.sampling.pipeline import (
         DEFAULT_NEGATIVE_PROMPT,
@@ -282,13 +298,12 @@ def _generate(args: argparse.Namespace) -> int:
     )
 
     # Cheap checks first: nothing is loaded for a request that cannot succeed.
-    if args.weights is None:
-        raise UsageError(
-            "no --weights given, and the embedded default model is not built yet (issue #5); "
-            "pass a pipeline directory in the official layout"
-        )
-    weights = Path(args.weights)
+    weights = Path(args.weights) if args.weights is not None else embedded_weights()
     check_weights_dir(weights)
+    # Unset options: the weights' own defaults (manifest.json), else those of the released model.
+    _fill_defaults(
+        args, weights, {"height": 480, "width": 832, "frames": 49, "fps": 24, "steps": 50, "negative_prompt": None}
+    )
     validate_request([args.prompt], args.height, args.width, args.frames, args.steps, *request_factors(weights))
     # an unreadable image fails here, before the model is loaded
     image = load_image(args.image, args.height, args.width) if args.image else None
@@ -396,7 +411,7 @@ def _eval(args: argparse.Namespace) -> int:
     from motif_video.eval.metrics import all_metrics
     from motif_video.eval.report import table as html_table
     from motif_video.eval.report import write_html
-    from motif_video.eval.shapes import benchmark_scenes, evaluate, markdown
+    from motif_video.eval.shapes import benchmark_scenes, evaluate, markdown, pipeline_generator
     from motif_video.media import write_json, write_mp4
 
     if args.benchmark == "vbench":
@@ -405,8 +420,10 @@ def _eval(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if not args.reference and not args.weights:
-        raise UsageError("give --weights DIR (a pipeline directory) or --reference")
+    from motif_video.embedded import embedded_weights
+
+    weights = None if args.reference else Path(args.weights) if args.weights else embedded_weights()
+    _fill_defaults(args, weights, {"height": 64, "width": 64, "frames": 17, "steps": 20})
     if args.count < 1:
         raise UsageError(f"--count must be >= 1, got {args.count}")
     out = Path(args.out)
@@ -421,19 +438,10 @@ def _eval(args: argparse.Namespace) -> int:
         from motif_video.sampling.pipeline import MotifVideoPipeline, validate_request
 
         validate_request(["x"], args.height, args.width, args.frames, args.steps)
-        pipe = MotifVideoPipeline.from_pretrained(args.weights)
-
-        def generate(caption: str, index: int):
-            result = pipe(
-                caption,
-                height=args.height,
-                width=args.width,
-                frames=args.frames,
-                steps=args.steps,
-                seed=args.seed + index,
-                progress=False,
-            )
-            return result.uint8()[0]
+        pipe = MotifVideoPipeline.from_pretrained(weights)
+        generate = pipeline_generator(
+            pipe, height=args.height, width=args.width, frames=args.frames, steps=args.steps, seed=args.seed
+        )
 
     videos = out / "videos"
     videos.mkdir(exist_ok=True)
@@ -447,7 +455,7 @@ def _eval(args: argparse.Namespace) -> int:
         return video
 
     report = evaluate(generate_and_keep, count=args.count)
-    report["source"] = "reference renders" if args.reference else str(Path(args.weights).resolve())
+    report["source"] = "reference renders" if args.reference else str(weights.resolve())
     report["metrics"] = {name: metrics for _, name, metrics in kept}
     write_json(report, out / "report.json")
     table = markdown(report)
@@ -553,8 +561,9 @@ def _train(args: argparse.Namespace) -> int:
     if not Path(args.config).is_file():
         raise UsageError(f"config file {args.config} does not exist")
     cfg = TrainConfig.load(args.config, args.overrides)
+    command = " ".join(["motif-video", "train", args.config, *args.overrides])
     try:
-        history = train(cfg, progress=not args.quiet)
+        history = train(cfg, progress=not args.quiet, command=command)
     finally:
         distributed.shutdown()
     if history:

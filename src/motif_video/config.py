@@ -235,6 +235,22 @@ PRESETS: dict[str, TransformerConfig] = {
         rope_axes_dim=(4, 6, 6),
         cross_attention_dual=True,
     ),
+    # The embedded default (configs/shapes-tiny.toml): the 2B's structure (all three stages, Shared
+    # Cross-Attention with shared K/V in the single-stream blocks, patch 1x2x2) on the 16-channel
+    # latents of the shapes-world patch autoencoder and a 64-wide word-level text encoder; I2V by
+    # the first-frame latent only (no image tokens).
+    "shapes-tiny": TransformerConfig(
+        in_channels=33,
+        out_channels=16,
+        num_heads=4,
+        head_dim=32,
+        num_dual_blocks=2,
+        num_single_blocks=4,
+        num_decoder_blocks=2,
+        text_dim=64,
+        image_dim=None,
+        rope_axes_dim=(8, 12, 12),
+    ),
 }
 
 

@@ -4,7 +4,8 @@ The samples are held in memory (the scale of the embedded model; a streaming rea
 sets is future work). Every epoch follows a bucket-balanced plan (data/buckets.py) seeded by the
 epoch, so every rank gets one bucket per step and a batch is a pure function of (seed, step,
 rank): resuming needs only the step. Texts are padded to the longest caption of the set, with
-masks; `null_text` is the empty prompt for caption dropout.
+masks; `null_text` is the empty prompt for caption dropout. Shards without text states (the
+word-level encoder is trained with the transformer) give the captions instead.
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ class LatentShards:
     def __init__(self, path: str | Path, seed: int = 0, with_video: bool = False) -> None:
         path = Path(path)
         shards = sorted(path.glob("shard-*.tar"))
-        if not shards or not (path / "null_text.npy").is_file():
+        if not shards:
             raise FileNotFoundError(f"{path} has no precomputed shards (run `motif-video precompute` first)")
         self.seed, self.with_video = seed, with_video
         self.samples = [s for shard in shards for s in _read(shard)]
-        null = np.load(path / "null_text.npy")
-        self.text_len = max(max(len(s["text"]) for s in self.samples), len(null))
-        self.null_text, self.null_mask = _pad(torch.from_numpy(null), self.text_len)
+        self.has_text = all("text" in s for s in self.samples)
+        if self.has_text:
+            null = np.load(path / "null_text.npy")
+            self.text_len = max(max(len(s["text"]) for s in self.samples), len(null))
+            self.null_text, self.null_mask = _pad(torch.from_numpy(null), self.text_len)
+        self.captions = [s["caption"] for s in self.samples]
         self.buckets = [s["bucket"] for s in self.samples]
         self._plans: dict[tuple[int, int, int], list[list[list[int]]]] = {}
 
@@ -44,19 +48,21 @@ class LatentShards:
             self._plans[key] = plan
         return self._plans[key]
 
-    def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> dict[str, Tensor]:
+    def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> dict:
         if batch_size % world:
             raise ValueError(f"global batch {batch_size} does not divide over {world} ranks")
         steps_per_epoch = len(self._plan(0, batch_size, world)[0])
         epoch, position = divmod(step, steps_per_epoch)
         indices = self._plan(epoch, batch_size, world)[rank][position]
         items = [self.samples[i] for i in indices]
-        texts = [_pad(torch.from_numpy(s["text"]), self.text_len) for s in items]
         out = {
             "latents": torch.stack([torch.from_numpy(s["latents"]) for s in items]),
-            "text": torch.stack([t for t, _ in texts]),
-            "text_mask": torch.stack([m for _, m in texts]),
+            "captions": [s["caption"] for s in items],
         }
+        if self.has_text:
+            texts = [_pad(torch.from_numpy(s["text"]), self.text_len) for s in items]
+            out["text"] = torch.stack([t for t, _ in texts])
+            out["text_mask"] = torch.stack([m for _, m in texts])
         if all("image" in s for s in items):
             out["image_tokens"] = torch.stack([torch.from_numpy(s["image"]) for s in items])
         if self.with_video:
@@ -85,7 +91,8 @@ def _read(shard: Path) -> list[dict]:
             if kind.endswith("npy"):
                 entry[kind.removesuffix(".npy")] = np.load(io.BytesIO(data))
             elif kind == "json":
-                entry["bucket"] = json.loads(data)["bucket"]
+                meta = json.loads(data)
+                entry["bucket"], entry["caption"] = meta["bucket"], meta["caption"]
             elif kind == "mp4":
                 entry["mp4"] = data
     return list(entries.values())

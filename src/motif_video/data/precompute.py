@@ -6,7 +6,8 @@ tokens of the first frame; the clip itself is kept for REPA teachers. Output sha
 holds `KEY.latents.npy`, `KEY.text.npy`, `KEY.image.npy`, `KEY.mp4` and `KEY.json`; `null_text.npy`
 is the empty prompt's states (caption dropout). Under torchrun each rank takes every world-th
 input shard and writes its own outputs; a shard whose output exists is skipped (resume), and
-outputs are written under a temporary name and renamed.
+outputs are written under a temporary name and renamed. With `with_text=False` (a text encoder
+trained together with the transformer) only latents and clips are written.
 """
 
 from __future__ import annotations
@@ -40,19 +41,21 @@ def precompute(
     world: int = 1,
     device: str = "cpu",
     progress: bool = True,
+    with_text: bool = True,
 ) -> list[Path]:
+    """`weights`: a pipeline directory (its `vae/`, and with `with_text` its text encoder)."""
     from motif_video.model.text_encoder import load_text_encoder
-    from motif_video.model.vae import VideoAutoencoder
+    from motif_video.model.vae import load_autoencoder
 
     clips_dir, out_dir = Path(clips_dir), Path(out_dir)
     shards = sorted(clips_dir.glob("shard-*.tar"))
     if not shards:
         raise FileNotFoundError(f"{clips_dir} has no shard-*.tar (run `motif-video prepare` first)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    vae = VideoAutoencoder.from_pretrained(Path(weights) / "vae", device=device)
-    text_encoder = load_text_encoder(weights, device=device)
-    has_vision = text_encoder.image_processor is not None
-    if rank == 0 and not (out_dir / "null_text.npy").exists():
+    vae = load_autoencoder(Path(weights) / "vae", device=device)
+    text_encoder = load_text_encoder(weights, device=device) if with_text else None
+    has_vision = text_encoder is not None and text_encoder.image_processor is not None
+    if text_encoder is not None and rank == 0 and not (out_dir / "null_text.npy").exists():
         null, mask = text_encoder.encode([""])
         np.save(out_dir / "null_text.npy", null[0, : int(mask.sum())].float().cpu().numpy())
     written = []
@@ -66,10 +69,11 @@ def precompute(
                 frames, _ = read_video(mp4)
                 video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # [1, 3, F, H, W]
                 latents = vae.encode(video, sample=False)[0]
-                states, mask = text_encoder.encode([meta["caption"]])
                 key = meta["key"]
                 _add_bytes(tar, f"{key}.latents.npy", _npy(latents.float().cpu().numpy()))
-                _add_bytes(tar, f"{key}.text.npy", _npy(states[0, : int(mask.sum())].float().cpu().numpy()))
+                if text_encoder is not None:
+                    states, mask = text_encoder.encode([meta["caption"]])
+                    _add_bytes(tar, f"{key}.text.npy", _npy(states[0, : int(mask.sum())].float().cpu().numpy()))
                 if has_vision:
                     image = text_encoder.encode_image((video[:, :, 0] + 1) / 2)
                     _add_bytes(tar, f"{key}.image.npy", _npy(image[0].float().cpu().numpy()))

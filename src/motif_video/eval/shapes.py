@@ -120,6 +120,18 @@ def evaluate(generate: Callable[[str, int], np.ndarray], count: int = 8, seed: i
     return report
 
 
+def pipeline_generator(pipe, *, height: int, width: int, frames: int, steps: int, seed: int = 0):
+    """`generate(caption, index)` for `evaluate`: one video of `pipe` per prompt, seed + index."""
+
+    def generate(caption: str, index: int) -> np.ndarray:
+        result = pipe(
+            caption, height=height, width=width, frames=frames, steps=steps, seed=seed + index, progress=False
+        )
+        return result.uint8()[0]
+
+    return generate
+
+
 def markdown(report: dict) -> str:
     lines = ["| split | color | shape | motion | stability | mean |", "|---|---|---|---|---|---|"]
     for split in ("trained", "held_out"):

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from motif_video.model.checkpoint_io import load_transformer
 from motif_video.model.text_encoder import T5Gemma2TextEncoder, load_text_encoder
 from motif_video.model.transformer import MotifVideoTransformer
-from motif_video.model.vae import VideoAutoencoder
+from motif_video.model.vae import PatchAutoencoder, VideoAutoencoder, load_autoencoder
 from motif_video.sampling.guidance import Guidance, GuidanceConfig
 from motif_video.sampling.sampler import Conditioning, sample
 from motif_video.sampling.schedule import load_scheduler, set_timesteps
@@ -62,7 +62,7 @@ class MotifVideoPipeline:
     def __init__(
         self,
         transformer: MotifVideoTransformer,
-        vae: VideoAutoencoder,
+        vae: VideoAutoencoder | PatchAutoencoder,
         text_encoder: T5Gemma2TextEncoder,
         scheduler_config: dict,
         guidance: GuidanceConfig | None = None,
@@ -93,8 +93,8 @@ class MotifVideoPipeline:
         check_weights_dir(root)
         home = "cpu" if offload else device
         transformer = load_transformer(root / "transformer", dtype=dtype, device=home)
-        vae = VideoAutoencoder.from_pretrained(root / "vae", dtype=dtype, device=home)
-        if vae_tiling:
+        vae = load_autoencoder(root / "vae", dtype=dtype, device=home)
+        if vae_tiling and isinstance(vae, VideoAutoencoder):  # the patch autoencoder needs no tiling
             vae.vae.enable_tiling()
         text_encoder = load_text_encoder(root, dtype=dtype, device=home)
         scheduler_config = json.loads((root / "scheduler" / "scheduler_config.json").read_text())

@@ -1,8 +1,8 @@
 """Training a small video autoencoder (diffusers' `AutoencoderKLWan` class) on prepared clips.
 
 For models too small for the Wan2.1 VAE (the embedded default): the same class with a small
-config, trained on the clips of `motif-video prepare` with an L1 reconstruction loss and a small
-KL term. At the end, the per-channel mean and std of the posterior means over the training clips
+config, trained on the clips of `motif-video prepare` with an L1 + L2 reconstruction loss and a small
+KL term. At the end, the per-channel mean and std of the posterior means over (up to 256 of) the training clips
 become the config's `latents_mean` / `latents_std`, so the transformer sees normalised latents
 exactly as with the released VAE, and the result is saved with `save_pretrained` as a `vae/`
 directory of a pipeline.
@@ -23,12 +23,19 @@ from motif_video.media import read_video
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
+    # "wan": diffusers' AutoencoderKLWan, trained by gradient descent; "patch-pca": the linear
+    # space-time patch autoencoder (model/vae.py PatchAutoencoder), fitted by PCA in seconds.
+    kind: str = "wan"
     z_dim: int = 8
     base_dim: int = 16
     steps: int = 2000
     batch_size: int = 2
     lr: float = 1e-3
     kl_weight: float = 1e-6
+    window: int = 0  # > 0: train on random windows of this many frames (1 + 4k); 0: whole clips
+    crop: int = 0  # > 0: train on random crops of crop x crop pixels (the model is convolutional)
+    spatial_factor: int = 8  # 8 (Wan2.1: three 2x stages) or 4 (two); time is always 4x
+    initial_logvar: float = -10.0  # the posterior starts nearly deterministic (see train_autoencoder)
     seed: int = 0
 
 
@@ -46,51 +53,135 @@ def load_clips(clips_dir: str | Path, limit: int | None = None) -> list[torch.Te
     return clips
 
 
+@torch.no_grad()
+def reconstruction_error(vae, clips: list[torch.Tensor]) -> float:
+    """Mean absolute error (pixels in [-1, 1]) of decoding the posterior mean, over whole clips."""
+    was_training = vae.training
+    vae.eval()
+    errors = [(vae.decode(vae.encode(c[None]).latent_dist.mode()).sample - c[None]).abs().mean() for c in clips]
+    vae.train(was_training)
+    return float(torch.stack(errors).mean())
+
+
 def train_autoencoder(
     clips_dir: str | Path, out_dir: str | Path, cfg: AutoencoderConfig = AutoencoderConfig(), progress: bool = True
 ) -> dict:
-    """Train, normalise and save; returns the first and last losses and the latent statistics."""
+    """Train, normalise and save; returns the reconstruction error before and after (whole clips,
+    posterior mean), the first and last training losses and the latent statistics."""
     from diffusers import AutoencoderKLWan
 
+    if cfg.kind == "patch-pca":
+        return fit_patch_autoencoder(clips_dir, out_dir, cfg)
+    if cfg.kind != "wan":
+        raise ValueError(f"autoencoder.kind must be 'wan' or 'patch-pca', got {cfg.kind!r}")
     clips = load_clips(clips_dir)
     shapes = {tuple(c.shape) for c in clips}
     if len(shapes) > 1:
         raise ValueError(f"clips of one shape are expected (one bucket), found {sorted(shapes)}")
+    frames, height, width = clips[0].shape[1:]
+    window, crop = cfg.window or frames, cfg.crop or min(height, width)
+    if crop > min(height, width) or crop % cfg.spatial_factor:
+        raise ValueError(f"autoencoder crop must be a multiple of {cfg.spatial_factor} within the clips, got {crop}")
+    if window > frames or (window - 1) % 4:
+        raise ValueError(f"autoencoder window must be 1 + 4k frames and at most the clip's {frames}, got {window}")
+    if cfg.spatial_factor not in (4, 8):
+        raise ValueError(f"autoencoder.spatial_factor must be 4 or 8, got {cfg.spatial_factor}")
     torch.manual_seed(cfg.seed)
+    stages = 3 if cfg.spatial_factor == 8 else 2
     vae = AutoencoderKLWan(
         base_dim=cfg.base_dim,
         z_dim=cfg.z_dim,
-        dim_mult=[1, 2, 2, 2],
+        dim_mult=[1] + [2] * stages,
         num_res_blocks=1,
-        temperal_downsample=[False, True, True],
+        temperal_downsample=[False] * (stages - 2) + [True, True],
         latents_mean=[0.0] * cfg.z_dim,
         latents_std=[1.0] * cfg.z_dim,
+        scale_factor_spatial=cfg.spatial_factor,
     )
+    # At the default init the posterior's log-variance is ~0: the sampled latent is mostly noise,
+    # the decoder learns the mean colour, and the encoder barely trains (we saw exactly that).
+    # Starting the log-variance head at `initial_logvar` makes it a near-deterministic autoencoder
+    # from step one; the small KL term may still widen it.
+    with torch.no_grad():
+        vae.quant_conv.bias[cfg.z_dim :] = cfg.initial_logvar
+    probe = clips[:: max(1, len(clips) // 16)][:16]  # reconstruction error before / after, on fixed clips
+    error_before = reconstruction_error(vae, probe)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
     losses = []
     vae.train()
     for _ in tqdm(range(cfg.steps), desc="autoencoder", disable=not progress):
-        pick = torch.randint(len(clips), (cfg.batch_size,), generator=generator)
-        video = torch.stack([clips[i] for i in pick])
+        # Wan's VAE is causal (first frame alone, then chunks of 4): a window starting anywhere
+        # trains the first-frame path and the chunk path on every frame of the clip.
+        pick = torch.randint(len(clips), (cfg.batch_size,), generator=generator).tolist()
+        starts = torch.randint(frames - window + 1, (cfg.batch_size,), generator=generator).tolist()
+        video = torch.stack([clips[i][:, s : s + window] for i, s in zip(pick, starts, strict=True)])
+        if crop < height:
+            top, left = torch.randint(height - crop + 1, (2,), generator=generator).tolist()
+            video = video[..., top : top + crop, left : left + crop]
         posterior = vae.encode(video).latent_dist
         reconstruction = vae.decode(posterior.sample(generator=generator)).sample
-        loss = (reconstruction - video).abs().mean() + cfg.kl_weight * posterior.kl().mean()
+        # L1 keeps flat regions exact; the squared term puts the weight on large errors, which on
+        # this data are the small objects (a few % of the pixels) rather than the background.
+        error = reconstruction - video
+        loss = error.abs().mean() + error.square().mean() + cfg.kl_weight * posterior.kl().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         optimizer.step()
         losses.append(float(loss.detach()))
     vae.eval()
-    with torch.no_grad():  # normalisation statistics of the posterior means
-        means = torch.cat([vae.encode(c[None]).latent_dist.mode().flatten(2) for c in clips], dim=2)
+    with torch.no_grad():  # normalisation statistics of the posterior means (256 clips are plenty)
+        sample = clips[:: max(1, len(clips) // 256)]
+        means = torch.cat([vae.encode(c[None]).latent_dist.mode().flatten(2) for c in sample], dim=2)
     mean, std = means.mean(dim=(0, 2)), means.std(dim=(0, 2)).clamp_min(1e-4)
     vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist())
     vae.save_pretrained(out_dir)
-    window = max(1, len(losses) // 10)
+    tail = max(1, len(losses) // 10)
     return {
-        "first_loss": float(np.mean(losses[:window])),
-        "last_loss": float(np.mean(losses[-window:])),
+        "reconstruction_l1_before": error_before,
+        "reconstruction_l1": reconstruction_error(vae, probe),
+        "first_loss": float(np.mean(losses[:tail])),
+        "last_loss": float(np.mean(losses[-tail:])),
         "latents_mean": mean.tolist(),
         "latents_std": std.tolist(),
     }
+
+
+@torch.no_grad()
+def fit_patch_autoencoder(clips_dir: str | Path, out_dir: str | Path, cfg: AutoencoderConfig) -> dict:
+    """PCA of the first-frame and chunk patches of (up to 512 of) the clips -> PatchAutoencoder,
+    normalised like the Wan VAE (per-channel latent mean and std), saved to `out_dir`."""
+    from motif_video.model.vae import PatchAutoencoder, split_patches
+
+    clips = load_clips(clips_dir, limit=512)
+    video = torch.stack(clips)
+    size = cfg.spatial_factor
+    if (video.shape[2] - 1) % 4 or video.shape[3] % size or video.shape[4] % size:
+        raise ValueError(f"clips of 4k+1 frames and sides that are multiples of {size} expected, got {video.shape}")
+    config = {
+        "_class_name": "PatchAutoencoder",
+        "z_dim": cfg.z_dim,
+        "scale_factor_spatial": size,
+        "scale_factor_temporal": 4,
+        "latents_mean": [0.0] * cfg.z_dim,
+        "latents_std": [1.0] * cfg.z_dim,
+    }
+    tensors = {}
+    torch.manual_seed(cfg.seed)
+    for name, patches in zip(("first", "rest"), split_patches(video, size, 4), strict=True):
+        flat = patches.reshape(-1, patches.shape[-1])
+        if cfg.z_dim > flat.shape[1]:
+            raise ValueError(f"autoencoder.z_dim {cfg.z_dim} exceeds the {flat.shape[1]} values of a {name} patch")
+        mean = flat.mean(dim=0)
+        _, _, basis = torch.pca_lowrank(flat - mean, q=cfg.z_dim, center=False, niter=6)
+        tensors[f"{name}_mean"], tensors[f"{name}_basis"] = mean, basis[:, : cfg.z_dim].contiguous()
+    vae = PatchAutoencoder(config, tensors)
+    z = vae.encode(video)  # statistics of the raw projections (mean 0, std 1 so far)
+    config["latents_mean"] = z.mean(dim=(0, 2, 3, 4)).tolist()
+    config["latents_std"] = z.std(dim=(0, 2, 3, 4)).clamp_min(1e-4).tolist()
+    vae = PatchAutoencoder(config, tensors)
+    probe = video[:: max(1, len(video) // 16)][:16]
+    error = float((vae.decode(vae.encode(probe)) - probe).abs().mean())
+    vae.save_pretrained(out_dir)
+    return {"reconstruction_l1": error, "latents_mean": config["latents_mean"], "latents_std": config["latents_std"]}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from motif_video.config import TransformerConfig, get_preset
+from motif_video.training.autoencoder import AutoencoderConfig
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,34 @@ class ModelSection:
 
 
 @dataclass(frozen=True)
+class TextSection:
+    # "precomputed": text states come from the shards (T5Gemma2, `motif-video precompute`);
+    # "word": a word-level encoder (model/word_encoder.py) is trained with the transformer on the captions.
+    encoder: str = "precomputed"
+    dim: int = 64  # must equal the transformer's text_dim
+    layers: int = 2
+    heads: int = 4
+    max_len: int = 32
+
+
+@dataclass(frozen=True)
+class WorldSection:
+    """The shapes-world clips of data.source "shapes" (data/world.py)."""
+
+    clips: int = 2000
+    seed: int = 0
+    frames: int = 17
+    height: int = 64
+    width: int = 64
+    fps: float = 8.0
+
+
+@dataclass(frozen=True)
 class DataSection:
-    source: str = "synthetic"  # "synthetic": procedural latents; "shards": precomputed shards at `path`
-    path: str = ""  # folder written by `motif-video precompute` (source "shards")
+    # "synthetic": procedural latents; "shards": precomputed shards at `path`; "shapes": the shapes-world
+    # chain (prepare -> autoencoder -> latents) built in `path`, each stage skipped once done.
+    source: str = "synthetic"
+    path: str = ""  # folder written by `motif-video precompute` (source "shards"), or the shapes work folder
     batch_size: int = 4  # global batch, split over data-parallel ranks
     latent_frames: int = 3
     latent_height: int = 8
@@ -101,12 +127,16 @@ class TrainSection:
     sample_weights: str = ""  # pipeline directory whose VAE, text encoder and scheduler the samples use
     sample_prompts: tuple[str, ...] = ("a red circle moves left", "a blue square moves up")
     sample_steps: int = 20
+    guidance_scale: float = 4.0  # classifier-free guidance scale written to an exported pipeline's guider/
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
+    text: TextSection = field(default_factory=TextSection)
     data: DataSection = field(default_factory=DataSection)
+    world: WorldSection = field(default_factory=WorldSection)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     flow: FlowSection = field(default_factory=FlowSection)
     optim: OptimSection = field(default_factory=OptimSection)
     tread: TreadSection = field(default_factory=TreadSection)
@@ -114,11 +144,25 @@ class TrainConfig:
     train: TrainSection = field(default_factory=TrainSection)
 
     def __post_init__(self) -> None:
-        self.model.transformer()  # validates preset and overrides
-        if self.data.source not in ("synthetic", "shards"):
-            raise ValueError(f"data.source must be 'synthetic' or 'shards', got {self.data.source!r}")
-        if self.data.source == "shards" and not self.data.path:
-            raise ValueError("data.source 'shards' needs data.path (a folder written by motif-video precompute)")
+        transformer = self.model.transformer()  # validates preset and overrides
+        if self.data.source not in ("synthetic", "shards", "shapes"):
+            raise ValueError(f"data.source must be 'synthetic', 'shards' or 'shapes', got {self.data.source!r}")
+        if self.data.source in ("shards", "shapes") and not self.data.path:
+            raise ValueError(
+                f"data.source {self.data.source!r} needs data.path (the precomputed shards, or the shapes work folder)"
+            )
+        if self.world.height != self.world.width or self.world.height % 16:
+            raise ValueError(f"world clips are square, a multiple of 16: got {self.world.height} x {self.world.width}")
+        if self.text.encoder not in ("precomputed", "word"):
+            raise ValueError(f"text.encoder must be 'precomputed' or 'word', got {self.text.encoder!r}")
+        if self.data.source == "shapes" and self.text.encoder != "word":
+            raise ValueError("data.source 'shapes' stores no text states: set text.encoder = 'word'")
+        if self.data.source == "synthetic" and self.text.encoder == "word":
+            raise ValueError("text.encoder 'word' needs captions: use data.source 'shards' or 'shapes'")
+        if self.text.encoder == "word" and self.text.dim != transformer.text_dim:
+            raise ValueError(
+                f"text.dim ({self.text.dim}) must equal the transformer's text_dim ({transformer.text_dim})"
+            )
         if self.flow.timesteps not in ("logit_normal", "uniform"):
             raise ValueError(f"flow.timesteps must be 'logit_normal' or 'uniform', got {self.flow.timesteps!r}")
         if self.optim.schedule not in ("constant", "cosine"):
@@ -127,7 +171,8 @@ class TrainConfig:
             raise ValueError(f"train.precision must be 'fp32' or 'bf16', got {self.train.precision!r}")
         if not 0 < self.tread.keep_ratio <= 1:
             raise ValueError(f"tread.keep_ratio must be in (0, 1], got {self.tread.keep_ratio}")
-        if self.train.sample_every > 0 and not self.train.sample_weights:
+        own_pipeline = self.data.source == "shapes"  # a shapes run samples from its own exported pipeline
+        if self.train.sample_every > 0 and not self.train.sample_weights and not own_pipeline:
             raise ValueError(
                 "train.sample_every needs train.sample_weights (a pipeline directory with vae/ and text_encoder/)"
             )

@@ -7,9 +7,11 @@ from torch import nn
 
 
 class EMA:
-    def __init__(self, model: nn.Module, decay: float) -> None:
+    """Tracks the trainable parameters of `model` whose names do not start with one of `skip`."""
+
+    def __init__(self, model: nn.Module, decay: float, skip: tuple[str, ...] = ()) -> None:
         self.decay = decay
-        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad and not n.startswith(skip)]
         self.shadow = [p.detach().float().clone() for p in self._params(model)]
 
     def _params(self, model: nn.Module) -> list[torch.Tensor]:

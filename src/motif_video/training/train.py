@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +25,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from motif_video import distributed
+from motif_video.data import world as shapes_world
 from motif_video.data.latent_shards import LatentShards
 from motif_video.data.synthetic import SyntheticLatents
 from motif_video.model.checkpoint_io import load_transformer, save_transformer
 from motif_video.model.routing import Route
 from motif_video.model.transformer import MotifVideoTransformer
+from motif_video.model.word_encoder import WordTextEncoder
 from motif_video.training import checkpoint
 from motif_video.training.alignment import Projector, Teacher, repa_loss, resample_tokens
 from motif_video.training.config import TrainConfig
@@ -42,15 +46,23 @@ from motif_video.training.flow import (
 )
 from motif_video.training.optim import build_optimizer, lr_factor
 from motif_video.training.parallel import autocast, parallelize
+from motif_video.training.shapes_data import build_shapes_data
 
 
 class Trainable(nn.Module):
-    """Everything the optimizer updates: the transformer and, while REPA runs, its projector."""
+    """Everything the optimizer updates: the transformer, the word-level text encoder when it is
+    trained with it, and, while REPA runs, the projector."""
 
-    def __init__(self, transformer: MotifVideoTransformer, projector: Projector | None) -> None:
+    def __init__(
+        self,
+        transformer: MotifVideoTransformer,
+        projector: Projector | None,
+        text_encoder: WordTextEncoder | None = None,
+    ) -> None:
         super().__init__()
         self.transformer = transformer
         self.projector = projector
+        self.text_encoder = text_encoder
 
 
 @dataclass
@@ -65,9 +77,10 @@ class TrainState:
     skipped: int = 0
     history: list[dict] = field(default_factory=list)
     sampler: object | None = None  # the sample pipeline's VAE / text encoder, loaded on first use
+    command: str = ""  # recorded in an exported pipeline's manifest
 
 
-def build(cfg: TrainConfig, world: distributed.World | None = None) -> TrainState:
+def build(cfg: TrainConfig, world: distributed.World | None = None, progress: bool = False) -> TrainState:
     world = world or distributed.init()
     model_cfg = cfg.model.transformer()
     if cfg.model.init_from:
@@ -79,9 +92,13 @@ def build(cfg: TrainConfig, world: distributed.World | None = None) -> TrainStat
         transformer.init_weights(torch.Generator(device=world.device).manual_seed(cfg.train.seed))
     if cfg.model.lora_rank > 0:
         transformer = add_lora(transformer, cfg.model.lora_rank)
+    shards = cfg.data.path
+    if cfg.data.source == "shapes":
+        shards = build_shapes_data(cfg, world.is_main, progress)
+        distributed.barrier()
     data = (
-        LatentShards(cfg.data.path, seed=cfg.data.seed, with_video=cfg.repa.enabled)
-        if (cfg.data.source == "shards")
+        LatentShards(shards, seed=cfg.data.seed, with_video=cfg.repa.enabled)
+        if cfg.data.source in ("shards", "shapes")
         else SyntheticLatents(
             latent_channels=transformer.cfg.out_channels,
             text_dim=transformer.cfg.text_dim,
@@ -95,16 +112,28 @@ def build(cfg: TrainConfig, world: distributed.World | None = None) -> TrainStat
             seed=cfg.data.seed,
         )
     )
+    text_encoder = None
+    if cfg.text.encoder == "word":
+        vocab = {w for caption in data.captions for w in re.findall(r"[a-z0-9]+", caption.lower())}
+        if cfg.data.source == "shapes":
+            vocab |= set(shapes_world.vocabulary())  # every word of the world, held-out prompts too
+        torch.manual_seed(cfg.train.seed + 2)
+        t = cfg.text
+        text_encoder = WordTextEncoder(sorted(vocab), t.dim, t.layers, t.heads, t.max_len).to(world.device)
     teacher = projector = None
     if cfg.repa.enabled:
         teacher = Teacher.from_pretrained(cfg.repa.teacher, cfg.repa.teacher_path).to(world.device)
         torch.manual_seed(cfg.train.seed + 1)  # projector init: the same on every rank
         projector = Projector(transformer.cfg.hidden_size, teacher.dim, cfg.repa.projector_dim).to(world.device)
     model = parallelize(
-        Trainable(transformer, projector), transformer, world, cfg.train.activation_checkpointing, cfg.train.compile
+        Trainable(transformer, projector, text_encoder),
+        transformer,
+        world,
+        cfg.train.activation_checkpointing,
+        cfg.train.compile,
     )
     model.train()
-    ema = EMA(model.transformer, cfg.train.ema_decay)
+    ema = EMA(model, cfg.train.ema_decay, skip=("projector.",))
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg.optim)
     return TrainState(cfg, world, model, optimizer, ema, data, teacher)
 
@@ -160,8 +189,14 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
         [sample_times(1, g, cfg.flow.timesteps, cfg.flow.logit_mean, cfg.flow.logit_std, shift) for g in gens]
     )
     drop = torch.cat([torch.rand(1, generator=g) < cfg.flow.caption_dropout for g in gens])
-    text = torch.where(drop[:, None, None], state.data.null_text, batch["text"])
-    text_mask = torch.where(drop[:, None], state.data.null_mask, batch["text_mask"])
+    text_encoder = state.model.text_encoder
+    if text_encoder is not None:  # trained here: the dropped captions become the empty prompt
+        captions = ["" if d else c for d, c in zip(drop.tolist(), batch["captions"], strict=True)]
+        ids, text_mask = text_encoder.tokenize(captions)
+        text = None
+    else:
+        text = torch.where(drop[:, None, None], state.data.null_text, batch["text"])
+        text_mask = torch.where(drop[:, None], state.data.null_mask, batch["text_mask"])
 
     # Image-to-video for a whole batch at a time (the model takes one set of image tokens per batch).
     i2v = frames > 1 and torch.rand(1, generator=_generator(cfg.train.seed, step, -1)).item() < cfg.flow.i2v_fraction
@@ -189,6 +224,8 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
     device = world.device
     xt = interpolate(x0, noise, t)
     with autocast(cfg.train.precision, device):
+        if text is None:
+            text = text_encoder(ids.to(device), text_mask.to(device))
         out = transformer(
             torch.cat([xt, condition], dim=1).to(device),
             (t * TIMESTEP_SCALE).to(device),
@@ -206,7 +243,7 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
             pixels = batch["video"] if "video" in batch else state.data.pixels(x0)
             teacher_tokens, grid = state.teacher(pixels.to(device))
             target = resample_tokens(teacher_tokens, grid, (frames, height // 2, width // 2))
-            if route is not None and route.start <= cfg.repa.block < route.end:  # captured while routed
+            if route is not None and route.start <= cfg.repa.block < route.end:  # the end block scatters before capture
                 target = route.gather(target)
             loss_repa = repa_loss(state.model.projector(student), target)
             loss = loss + cfg.repa.weight * loss_repa
@@ -223,7 +260,7 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
     finite = _all_ranks(torch.isfinite(loss.detach()).float(), dist.ReduceOp.MIN).item() > 0
     if finite and math.isfinite(grad_norm):
         state.optimizer.step()
-        state.ema.update(state.model.transformer)
+        state.ema.update(state.model)
     else:  # skip the update, count it; too many in a run stop it
         state.optimizer.zero_grad(set_to_none=True)
         state.skipped += 1
@@ -250,14 +287,16 @@ def _all_ranks(x: Tensor, op) -> Tensor:
     return x
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> list[dict]:
-    """Run (or resume) the training described by `cfg`; returns this process's logged metrics."""
+def train(cfg: TrainConfig, progress: bool = True, command: str = "") -> list[dict]:
+    """Run (or resume) the training described by `cfg`; returns this process's logged metrics.
+    `command` (the command line that started it) is recorded in an exported pipeline's manifest."""
     world = distributed.init()
     run_dir = Path(cfg.train.out_dir)
     if world.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    state = build(cfg, world)
+    state = build(cfg, world, progress)
+    state.command = command
 
     start = 0
     saved = checkpoint.checkpoints(run_dir)
@@ -293,7 +332,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> list[dict]:
                 for key in ("loss", "repa_loss", "grad_norm", "lr", "tokens_per_s", "skipped"):
                     writer.add_scalar(f"train/{key}", metrics[key], step)
         if cfg.train.sample_every > 0 and (step + 1) % cfg.train.sample_every == 0:
-            write_samples(state, step + 1, run_dir / "samples")
+            write_samples(state, step + 1, run_dir)
         if (step + 1) % cfg.train.save_every == 0 or step + 1 == cfg.train.steps:
             checkpoint.save(
                 run_dir,
@@ -308,64 +347,126 @@ def train(cfg: TrainConfig, progress: bool = True) -> list[dict]:
     if writer is not None:
         writer.close()
     export_ema(state, run_dir / "ema-transformer")
+    if state.model.text_encoder is not None and cfg.data.source == "shapes":
+        export_pipeline(state, run_dir / "pipeline", cfg.train.steps)
     return state.history
 
 
-def ema_weights(state: TrainState) -> dict[str, Tensor]:
-    """Full (unsharded) CPU weights of the transformer with the EMA values, LoRA merged in.
-
-    A collective under FSDP2: every rank must call it."""
+def ema_weights(state: TrainState, module: str = "transformer") -> dict[str, Tensor]:
+    """Full (unsharded) CPU weights of `module` ("transformer" or "text_encoder") with the EMA
+    values, LoRA merged in. A collective under FSDP2: every rank must call it."""
 
     def full(t: Tensor) -> Tensor:
         return (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().float().cpu()
 
-    weights = {n: full(p) for n, p in state.model.transformer.named_parameters()}
-    weights.update({n: full(s) for n, s in state.ema.state_dict().items()})
-    return merged_weights({n.removeprefix("_orig_mod."): w for n, w in weights.items()})
+    prefix = module + "."
+    weights = {n: full(p) for n, p in state.model.named_parameters() if n.startswith(prefix)}
+    weights.update({n: full(s) for n, s in state.ema.state_dict().items() if n.startswith(prefix)})
+    return merged_weights({n.removeprefix(prefix).removeprefix("_orig_mod."): w for n, w in weights.items()})
 
 
-def write_samples(state: TrainState, step: int, folder: Path) -> list[Path]:
-    """Generate the fixed sample prompts with the EMA weights (rank 0 writes `step-N-i.mp4`)."""
+def ema_transformer(state: TrainState) -> MotifVideoTransformer:
+    model = MotifVideoTransformer(state.model.transformer.cfg)
+    model.load_state_dict(ema_weights(state), strict=True)
+    return model
+
+
+def write_samples(state: TrainState, step: int, run_dir: Path) -> list[Path]:
+    """Generate the fixed sample prompts with the EMA weights (rank 0 writes `samples/step-N-i.mp4`).
+
+    A run that trains its own text encoder samples from its own exported pipeline; otherwise the
+    VAE and text encoder come from `train.sample_weights`."""
     from motif_video.media import write_mp4
     from motif_video.sampling.pipeline import MotifVideoPipeline
 
-    weights = ema_weights(state)  # collective: every rank takes part
-    if not state.world.is_main:
-        return []
     cfg = state.cfg
-    model = MotifVideoTransformer(state.model.transformer.cfg)
-    model.load_state_dict(weights, strict=True)
-    if state.sampler is None:
-        state.sampler = MotifVideoPipeline.from_pretrained(cfg.train.sample_weights, device=state.world.device)
-        if state.sampler.vae.z_dim != model.cfg.out_channels:
-            raise ValueError(
-                f"train.sample_weights has a {state.sampler.vae.z_dim}-channel VAE, but the model predicts "
-                f"{model.cfg.out_channels} latent channels"
-            )
-    pipe = state.sampler
-    pipe.transformer = model.to(state.world.device).eval()
-    vae = pipe.vae
-    out = pipe(
-        list(cfg.train.sample_prompts),
-        steps=cfg.train.sample_steps,
-        seed=cfg.train.seed,
-        progress=False,
-        height=cfg.data.latent_height * vae.spatial_factor,
-        width=cfg.data.latent_width * vae.spatial_factor,
-        frames=(cfg.data.latent_frames - 1) * vae.temporal_factor + 1,
-    )
+    if state.model.text_encoder is not None:
+        pipeline_dir = export_pipeline(state, run_dir / "pipeline", step)  # collective
+        if not state.world.is_main:
+            return []
+        pipe = MotifVideoPipeline.from_pretrained(pipeline_dir, device=state.world.device)
+    else:
+        model = ema_transformer(state)  # collective: every rank takes part
+        if not state.world.is_main:
+            return []
+        if state.sampler is None:
+            state.sampler = MotifVideoPipeline.from_pretrained(cfg.train.sample_weights, device=state.world.device)
+            if state.sampler.vae.z_dim != model.cfg.out_channels:
+                raise ValueError(
+                    f"train.sample_weights has a {state.sampler.vae.z_dim}-channel VAE, but the model predicts "
+                    f"{model.cfg.out_channels} latent channels"
+                )
+        pipe = state.sampler
+        pipe.transformer = model.to(state.world.device).eval()
+    prompts = list(cfg.train.sample_prompts)
+    out = pipe(prompts, steps=cfg.train.sample_steps, seed=cfg.train.seed, progress=False, **_size(state))
+    folder = run_dir / "samples"
     folder.mkdir(parents=True, exist_ok=True)
     return [write_mp4(v, folder / f"step-{step:07d}-{i}.mp4", fps=8) for i, v in enumerate(out.uint8())]
 
 
+def _size(state: TrainState) -> dict[str, int]:
+    """The video size (pixels, frames) of the training data."""
+    cfg = state.cfg
+    if cfg.data.source == "shapes":
+        return {"height": cfg.world.height, "width": cfg.world.width, "frames": cfg.world.frames}
+    factors = json.loads((Path(cfg.train.sample_weights) / "vae" / "config.json").read_text())
+    spatial, temporal = factors.get("scale_factor_spatial", 8), factors.get("scale_factor_temporal", 4)
+    return {
+        "height": cfg.data.latent_height * spatial,
+        "width": cfg.data.latent_width * spatial,
+        "frames": (cfg.data.latent_frames - 1) * temporal + 1,
+    }
+
+
 def export_ema(state: TrainState, path: Path) -> None:
     """Write the EMA weights as an official diffusers transformer directory (rank 0)."""
-    weights = ema_weights(state)
+    model = ema_transformer(state)
+    if state.world.is_main:
+        save_transformer(model, path)
+
+
+def export_pipeline(state: TrainState, path: Path, step: int) -> Path:
+    """A run with a word-level text encoder and the shapes data -> a complete pipeline directory:
+    transformer/ and text_encoder/ (EMA), the data's vae/, scheduler/ (shift at the training size),
+    guider/ and manifest.json (the run's recipe and figures). Written beside and renamed."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers.guiders import ClassifierFreeGuidance
+
+    model = ema_transformer(state)
+    text_weights = ema_weights(state, "text_encoder")
     if not state.world.is_main:
-        return
-    model = MotifVideoTransformer(state.model.transformer.cfg)
-    model.load_state_dict(weights, strict=True)
-    save_transformer(model, path)
+        return path
+    cfg = state.cfg
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    save_transformer(model, partial / "transformer")
+    encoder = state.model.text_encoder
+    text_encoder = WordTextEncoder(encoder.vocab, encoder.dim, encoder.layers, encoder.heads, encoder.max_len)
+    text_encoder.load_state_dict(text_weights, strict=True)
+    text_encoder.save_pretrained(partial / "text_encoder")
+    shutil.copytree(Path(cfg.data.path) / "vae", partial / "vae")
+    size = _size(state)
+    _, frames, height, width = state.data.samples[0]["latents"].shape
+    tokens = (frames // model.cfg.patch_size_t) * (height // model.cfg.patch_size) * (width // model.cfg.patch_size)
+    shift = resolution_shift(tokens, cfg.flow.shift, cfg.flow.base_tokens)
+    FlowMatchEulerDiscreteScheduler(shift=shift).save_config(partial / "scheduler")
+    ClassifierFreeGuidance(guidance_scale=cfg.train.guidance_scale).save_config(partial / "guider")
+    recent = state.history[-100:]
+    manifest = {
+        "name": Path(cfg.train.out_dir).name,
+        "command": state.command or "motif_video.training.train.train(cfg) (see config)",
+        "steps": step,
+        "data_seed": cfg.world.seed,
+        "clips": cfg.world.clips,
+        "defaults": {**size, "fps": int(cfg.world.fps), "steps": cfg.train.sample_steps, "negative_prompt": ""},
+        "metrics": {"flow_loss_last_100": sum(m["loss"] for m in recent) / max(1, len(recent))},
+        "config": cfg.to_dict(),
+    }
+    (partial / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    shutil.rmtree(path, ignore_errors=True)
+    partial.rename(path)
+    return path
 
 
 def _tensorboard(run_dir: Path):

@@ -1,0 +1,106 @@
+"""Ablations of the embedded model's design at equal training compute, scored by the shapes benchmark.
+
+Variants of configs/shapes-tiny.toml, all on the same shapes data (clips, autoencoder, latents):
+    full               the shipped design
+    no-shared-xattn    without Shared Cross-Attention (text reaches video only by joint attention)
+    no-ddt-decoder     without the DDT decoder (the encoder's output goes to the final layer)
+    no-tread           without TREAD token routing
+Equal compute: the training FLOPs of one step of each variant are counted (torch's FlopCounterMode
+over a real training step: forward, backward), and each variant gets the steps that the full
+model's `--steps` cost. Each run resumes if interrupted; a variant whose report exists is skipped.
+
+    python benchmarks/shapes_ablations.py --steps 1500 --out runs/ablations
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from torch.utils.flop_counter import FlopCounterMode
+
+from motif_video.eval.shapes import evaluate, pipeline_generator
+from motif_video.media import write_json
+from motif_video.sampling.pipeline import MotifVideoPipeline
+from motif_video.training.config import TrainConfig
+from motif_video.training.train import build, train, train_step
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "shapes-tiny.toml"
+VARIANTS = {
+    "full": [],
+    "no-shared-xattn": ["model.overrides.cross_attention_single=false"],
+    "no-ddt-decoder": ["model.overrides.num_decoder_blocks=0"],
+    "no-tread": ["tread.enabled=false"],
+}
+
+
+def step_flops(cfg: TrainConfig) -> int:
+    """Matmul / attention FLOPs of one training step (forward and backward) of `cfg`."""
+    state = build(cfg)
+    train_step(state, 0)  # warm up (first-call allocations), then count a step
+    with FlopCounterMode(display=False) as counter:
+        train_step(state, 1)
+    return counter.get_total_flops()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=1500, help="training steps of the full model (the budget)")
+    parser.add_argument("--out", default="runs/ablations", help="folder of the runs and the reports")
+    parser.add_argument("--count", type=int, default=16, help="benchmark prompts per split")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("overrides", nargs="*", help="section.key=value applied to every variant")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def config(name: str, steps: int) -> TrainConfig:
+        overrides = [f"train.out_dir={json.dumps(str(out / name))}", f"train.steps={steps}", "train.sample_every=0"]
+        return TrainConfig.load(CONFIG, [*args.overrides, *VARIANTS[name], *overrides])
+
+    budget = step_flops(config("full", args.steps)) * args.steps
+    rows = []
+    for name in args.variants:
+        report_file = out / name / "shapes-report.json"
+        if not report_file.is_file():
+            flops = step_flops(config(name, args.steps))
+            steps = round(budget / flops)
+            print(f"{name}: {flops / 1e9:.2f} GFLOP per step -> {steps} steps", flush=True)
+            started = time.time()
+            history = train(config(name, steps))
+            minutes = (time.time() - started) / 60
+            pipe = MotifVideoPipeline.from_pretrained(out / name / "pipeline")
+            defaults = json.loads((out / name / "pipeline" / "manifest.json").read_text())["defaults"]
+            generate = pipeline_generator(
+                pipe, height=defaults["height"], width=defaults["width"], frames=defaults["frames"], steps=20
+            )
+            report = evaluate(generate, count=args.count)
+            recent = history[-100:]
+            report["training"] = {
+                "steps": steps,
+                "gflop_per_step": flops / 1e9,
+                "minutes": minutes,
+                "flow_loss_last_100": sum(m["loss"] for m in recent) / max(1, len(recent)),
+            }
+            write_json(report, report_file)
+        rows.append((name, json.loads(report_file.read_text())))
+
+    print(f"\nEqual training compute: {budget / 1e12:.1f} TFLOP each (full model: {args.steps} steps)\n")
+    print("| variant | steps | flow loss | split | color | shape | motion | stability | mean |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, report in rows:
+        t = report["training"]
+        for split in ("trained", "held_out"):
+            m = report[split]["mean"]
+            print(
+                f"| {name} | {t['steps']} | {t['flow_loss_last_100']:.4f} | {split} | {m['color']:.3f} | "
+                f"{m['shape']:.3f} | {m['motion']:.3f} | {m['stability']:.3f} | {m['mean']:.3f} |"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The embedded default model: a shapes-world pipeline this project trained, shipped in the package.
+
+`motif-video generate "a red circle moves to the left"` without --weights uses it. It is a
+complete pipeline directory (transformer/, vae/, text_encoder/, scheduler/, guider/) in float16,
+with `manifest.json`: the command and recipe that trained it, its steps and data seed, its
+figures (flow loss, shapes benchmark) and the generation defaults (size, frames, fps, steps).
+
+Rebuilt with `make embedded` (train configs/shapes-tiny.toml, score it, `python -m
+motif_video.embedded RUN_DIR EVAL_DIR`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+EMBEDDED = Path(__file__).parent / "weights" / "shapes-tiny"
+
+
+def embedded_weights() -> Path:
+    if not (EMBEDDED / "manifest.json").is_file():
+        raise FileNotFoundError(
+            f"the embedded model is missing from this installation ({EMBEDDED}); reinstall motif-video, "
+            "or pass --weights DIR"
+        )
+    return EMBEDDED
+
+
+def manifest(root: str | Path) -> dict:
+    """A weights directory's manifest.json, or {} when it has none (released weights)."""
+    file = Path(root) / "manifest.json"
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+def embed(
+    pipeline_dir: str | Path, eval_report: str | Path | None, out: str | Path = EMBEDDED, command: str = ""
+) -> Path:
+    """Copy a trained pipeline into `out` with float16 weights, adding the benchmark scores and
+    the training command to its manifest. Written beside and renamed."""
+    pipeline_dir, out = Path(pipeline_dir), Path(out)
+    info = manifest(pipeline_dir)
+    if not info:
+        raise FileNotFoundError(f"{pipeline_dir} has no manifest.json: is it a run's pipeline/ folder?")
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(pipeline_dir, partial)
+    for file in partial.rglob("*.safetensors"):
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in load_file(str(file)).items()}
+        save_file(tensors, str(file), metadata={"format": "pt"})
+    if eval_report is not None:
+        report = json.loads(Path(eval_report).read_text())
+        info["metrics"]["shapes_benchmark"] = {split: report[split]["mean"] for split in ("trained", "held_out")}
+    if command:
+        info["command"] = command
+    info["dtype"] = "float16"
+    (partial / "manifest.json").write_text(json.dumps(info, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    partial.rename(out)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Ship a trained shapes-world pipeline as the embedded default model.")
+    parser.add_argument("pipeline", help="the run's pipeline/ folder (written by motif-video train)")
+    parser.add_argument("--eval", default=None, help="report.json of `motif-video eval shapes` on that pipeline")
+    parser.add_argument("--command", default="", help="replaces the training command recorded in the manifest")
+    parser.add_argument("--out", default=str(EMBEDDED), help="where to write it (default: inside the package)")
+    args = parser.parse_args()
+    path = embed(args.pipeline, args.eval, args.out, args.command)
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    print(f"embedded model written to {path} ({size / 2**20:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()

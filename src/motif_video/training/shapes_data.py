@@ -1,0 +1,67 @@
+"""The data chain of data.source "shapes": world clips -> small autoencoder -> latent shards.
+
+    shapes:N ─ prepare ─▶ PATH/clips ─ train_autoencoder ─▶ PATH/vae ─ precompute ─▶ PATH/latents
+
+All three stages run in the run's process before the transformer trains, each skipped once its
+output is complete, so a second run with the same `data.path` (an ablation, a resumed run)
+reuses the clips, the autoencoder and the latents. Each stage writes under a temporary name and
+renames, so an interrupted chain restarts the unfinished stage and nothing else. The captions
+stay text: the word-level encoder is trained with the transformer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from motif_video.data.precompute import precompute
+from motif_video.data.preprocess import PrepareConfig, prepare
+from motif_video.distributed import print0
+from motif_video.training.autoencoder import train_autoencoder
+
+
+def build_shapes_data(cfg, is_main: bool = True, progress: bool = True) -> Path:
+    """Make (or reuse) PATH/clips, PATH/vae and PATH/latents for `cfg` (a TrainConfig); returns
+    PATH/latents. Only the main process builds; the others wait at the caller's barrier."""
+    root = Path(cfg.data.path)
+    world = cfg.world
+    recipe = {"world": asdict(world), "autoencoder": asdict(cfg.autoencoder)}
+    recipe_file = root / "recipe.json"
+    if recipe_file.is_file() and json.loads(recipe_file.read_text()) != recipe:
+        raise ValueError(
+            f"{root} holds shapes data built with other [world] / [autoencoder] settings ({recipe_file}); "
+            "use another data.path or delete that folder"
+        )
+    if not is_main:
+        return root / "latents"
+    root.mkdir(parents=True, exist_ok=True)
+    recipe_file.write_text(json.dumps(recipe, indent=2) + "\n")
+
+    clips = root / "clips"
+    if not (clips / "report.json").is_file():  # prepare resumes by itself; report.json is written last
+        print0(f"shapes data 1/3: rendering {world.clips} clips of {world.frames}x{world.height}x{world.width}")
+        area = world.height * world.width
+        prepare(
+            f"shapes:{world.clips}",
+            clips,
+            PrepareConfig(fps=world.fps, frame_buckets=(world.frames,), area=area, shard_size=250),
+            seed=world.seed,
+            progress=progress,
+        )
+    vae = root / "vae"
+    if not (vae / "config.json").is_file():
+        print0(f"shapes data 2/3: training the autoencoder for {cfg.autoencoder.steps} steps")
+        partial = root / "vae.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        result = train_autoencoder(clips, partial, cfg.autoencoder, progress=progress)
+        (partial / "training.json").write_text(json.dumps(result, indent=2) + "\n")
+        os.replace(partial, vae)
+    latents = root / "latents"
+    if not (latents / "done").is_file():
+        print0("shapes data 3/3: encoding the clips into latents")
+        precompute(clips, root, latents, progress=progress, with_text=False)
+        (latents / "done").write_text("")
+    return latents

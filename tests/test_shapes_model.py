@@ -1,0 +1,149 @@
+"""The shapes-world chain of the embedded model (prepare -> autoencoder -> latents -> joint training
+of the transformer and a word-level text encoder -> pipeline export), and the shipped model."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_cli import run
+
+from motif_video.data import world
+from motif_video.embedded import EMBEDDED, embed, embedded_weights, manifest
+from motif_video.eval.shapes import score
+from motif_video.media import read_video
+from motif_video.model.word_encoder import WordTextEncoder
+from motif_video.sampling.pipeline import MotifVideoPipeline
+from motif_video.training.config import TrainConfig
+from motif_video.training.train import train
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "shapes-tiny.toml"
+
+
+def tiny_shapes_config(tmp_path, *overrides: str) -> TrainConfig:
+    """configs/shapes-tiny.toml at toy sizes: 12 clips of 9 x 32 x 32, four training steps."""
+    return TrainConfig.load(
+        CONFIG,
+        [
+            f"data.path={json.dumps(str(tmp_path / 'data'))}",
+            f"train.out_dir={json.dumps(str(tmp_path / 'run'))}",
+            "data.batch_size=4",
+            "world.clips=12",
+            "world.frames=9",
+            "world.height=32",
+            "world.width=32",
+            "train.steps=4",
+            "train.save_every=2",
+            "train.sample_every=4",
+            "train.sample_steps=2",
+            "optim.warmup_steps=1",
+            *overrides,
+        ],
+    )
+
+
+def test_shapes_chain_trains_text_encoder_and_exports_a_pipeline(tmp_path):
+    cfg = tiny_shapes_config(tmp_path)
+    history = train(cfg, progress=False)
+    assert len(history) == 4 and all(np.isfinite(m["loss"]) for m in history)
+    data = tmp_path / "data"
+    assert (data / "clips" / "report.json").is_file() and (data / "vae" / "config.json").is_file()
+    assert len(list((data / "latents").glob("shard-*.tar"))) == 1
+    assert not (data / "latents" / "null_text.npy").exists()  # no text states: the encoder is trained
+
+    pipeline = tmp_path / "run" / "pipeline"
+    info = manifest(pipeline)
+    assert info["steps"] == 4 and info["data_seed"] == 0
+    assert info["defaults"] == {"height": 32, "width": 32, "frames": 9, "fps": 8, "steps": 2, "negative_prompt": ""}
+    # the text encoder was trained: its exported (EMA) weights moved away from the seeded init
+    exported = WordTextEncoder.from_pretrained(pipeline / "text_encoder")
+    assert set(world.vocabulary()) <= set(exported.vocab)
+    torch.manual_seed(cfg.train.seed + 2)
+    init = WordTextEncoder(exported.vocab, cfg.text.dim, cfg.text.layers, cfg.text.heads, cfg.text.max_len)
+    assert not torch.equal(init.embed.weight, exported.embed.weight)
+
+    pipe = MotifVideoPipeline.from_pretrained(pipeline)
+    out = pipe("a red circle moves to the left", height=32, width=32, frames=9, steps=2, progress=False)
+    assert out.frames.shape == (1, 9, 32, 32, 3)
+    samples = sorted((tmp_path / "run" / "samples").glob("*.mp4"))
+    assert [p.name for p in samples] == ["step-0000004-0.mp4", "step-0000004-1.mp4"]
+    assert read_video(samples[0].read_bytes())[0].shape == (9, 32, 32, 3)
+
+
+def test_shapes_data_is_reused_and_guarded(tmp_path):
+    train(tiny_shapes_config(tmp_path), progress=False)
+    data = tmp_path / "data"
+    stamps = {p: p.stat().st_mtime_ns for p in (data / "vae" / "config.json", *(data / "latents").glob("*.tar"))}
+    # an ablation on the same data: the three stages are skipped, nothing is rewritten
+    train(tiny_shapes_config(tmp_path, "train.out_dir=" + json.dumps(str(tmp_path / "ablation"))), progress=False)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    # other world settings on the same folder: refused, naming the folder
+    with pytest.raises(ValueError, match="other \\[world\\]"):
+        train(tiny_shapes_config(tmp_path, "world.clips=13"), progress=False)
+    with pytest.raises(ValueError, match="text.encoder = 'word'"):
+        tiny_shapes_config(tmp_path, "text.encoder='precomputed'")
+
+
+def test_embed_writes_float16_weights_and_scores(tmp_path):
+    train(tiny_shapes_config(tmp_path), progress=False)
+    report = {s: {"mean": {"color": 0.5, "mean": 0.4}} for s in ("trained", "held_out")}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    out = embed(tmp_path / "run" / "pipeline", tmp_path / "report.json", tmp_path / "shipped", command="make embedded")
+    info = manifest(out)
+    assert info["command"] == "make embedded" and info["dtype"] == "float16"
+    assert info["metrics"]["shapes_benchmark"]["held_out"]["color"] == 0.5
+    for file in out.rglob("*.safetensors"):
+        assert {t.dtype for t in load_file(str(file)).values()} == {torch.float16}
+    full = MotifVideoPipeline.from_pretrained(tmp_path / "run" / "pipeline")
+    half = MotifVideoPipeline.from_pretrained(out)  # loads back as float32
+    kwargs = dict(height=32, width=32, frames=9, steps=2, progress=False)
+    a, b = full("a red circle moves up", **kwargs).frames, half("a red circle moves up", **kwargs).frames
+    assert (a - b).abs().max() < 0.05
+
+
+# -- the shipped model -------------------------------------------------------------------------------
+
+
+def test_embedded_model_is_small_and_documented():
+    root = embedded_weights()
+    size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    assert size < 12 * 2**20, f"{size / 2**20:.1f} MiB"
+    info = manifest(root)
+    assert info["command"].startswith("motif-video train configs/shapes-tiny.toml")
+    assert info["steps"] > 0 and "shapes_benchmark" in info["metrics"]
+
+
+def test_generate_without_weights_uses_the_embedded_model(tmp_path):
+    out = tmp_path / "red-circle.mp4"
+    result = run("generate", "a red circle moves to the left", "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    frames, _ = read_video(out.read_bytes())
+    defaults = manifest(EMBEDDED)["defaults"]
+    assert frames.shape == (defaults["frames"], defaults["height"], defaults["width"], 3)
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["weights"] == str(EMBEDDED.resolve()) and sidecar["negative_prompt"] == ""
+    # recognisable: a red object is found in the frames, and it moves left
+    scene = world.Scene((world.ShapeObject("red", "circle", "left", 0.5, 0.75),), "gray", "plain")
+    scores = score(frames, scene)
+    assert scores.color > 0.5 and scores.motion == 1.0, scores
+
+
+def test_unknown_words_are_refused_with_the_vocabulary(tmp_path):
+    result = run("generate", "a pink elephant dances", "--out", str(tmp_path / "x.mp4"))
+    assert result.returncode == 2
+    assert "unknown words ['dances', 'elephant', 'pink']" in result.stderr
+    assert "circle" in result.stderr and "Traceback" not in result.stderr
+    assert not os.path.exists(tmp_path / "x.mp4")
+
+
+def test_a_missing_embedded_model_is_a_clear_error(tmp_path, monkeypatch):
+    import motif_video.embedded
+
+    monkeypatch.setattr(motif_video.embedded, "EMBEDDED", tmp_path / "gone")
+    with pytest.raises(FileNotFoundError, match="embedded model is missing from this installation"):
+        embedded_weights()
