@@ -8,6 +8,9 @@ Variants of configs/shapes-tiny.toml, all on the same shapes data (clips, autoen
 Equal compute: the training FLOPs of one step of each variant are counted (torch's FlopCounterMode
 over a real training step: forward, backward), and each variant gets the steps that the full
 model's `--steps` cost. Each run resumes if interrupted; a variant whose report exists is skipped.
+Besides the benchmark scores, each variant's validation flow loss is measured: the EMA model's
+velocity error on 64 fresh world clips (seed 99, never trained on) at 10 fixed noise levels with
+fixed noise, the same for every variant.
 
     python benchmarks/shapes_ablations.py --steps 1500 --out runs/ablations
 """
@@ -20,12 +23,15 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from motif_video.data import world
 from motif_video.eval.shapes import evaluate, pipeline_generator
 from motif_video.media import write_json
 from motif_video.sampling.pipeline import MotifVideoPipeline
 from motif_video.training.config import TrainConfig
+from motif_video.training.flow import TIMESTEP_SCALE, interpolate, velocity_target
 from motif_video.training.train import build, train, train_step
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "shapes-tiny.toml"
@@ -44,6 +50,31 @@ def step_flops(cfg: TrainConfig) -> int:
     with FlopCounterMode(display=False) as counter:
         train_step(state, 1)
     return counter.get_total_flops()
+
+
+@torch.no_grad()
+def validation_loss(pipeline_dir: Path, clips: int = 64, seed: int = 99) -> float:
+    """Mean velocity MSE of a pipeline's transformer on fresh world clips at fixed times and noise."""
+    pipe = MotifVideoPipeline.from_pretrained(pipeline_dir)
+    size = json.loads((pipeline_dir / "manifest.json").read_text())["defaults"]
+    generator = torch.Generator().manual_seed(seed)
+    total, count = 0.0, 0
+    for start in range(0, clips, 8):
+        scenes = [world.scene(seed, i) for i in range(start, start + 8)]
+        video = torch.stack(
+            [torch.from_numpy(world.render(s, size["frames"], size["height"], size["width"])) for s in scenes]
+        )
+        x0 = pipe.vae.encode(video.permute(0, 4, 1, 2, 3).float() / 127.5 - 1)
+        text, mask = pipe.text_encoder.encode([s.caption for s in scenes])
+        condition = torch.zeros(x0.shape[0], x0.shape[1] + 1, *x0.shape[2:])
+        for t in torch.linspace(0.05, 0.95, 10):
+            noise = torch.randn(x0.shape, generator=generator)
+            times = torch.full((x0.shape[0],), float(t))
+            xt = interpolate(x0, noise, times)
+            v = pipe.transformer(torch.cat([xt, condition], dim=1), times * TIMESTEP_SCALE, text, mask).velocity
+            total += float((v - velocity_target(x0, noise)).square().mean())
+            count += 1
+    return total / count
 
 
 def main() -> int:
@@ -85,19 +116,22 @@ def main() -> int:
                 "minutes": minutes,
                 "flow_loss_last_100": sum(m["loss"] for m in recent) / max(1, len(recent)),
             }
+        report = json.loads(report_file.read_text()) if report_file.is_file() else report
+        if "validation_flow_loss" not in report["training"]:
+            report["training"]["validation_flow_loss"] = validation_loss(out / name / "pipeline")
             write_json(report, report_file)
         rows.append((name, json.loads(report_file.read_text())))
 
     print(f"\nEqual training compute: {budget / 1e12:.1f} TFLOP each (full model: {args.steps} steps)\n")
-    print("| variant | steps | flow loss | split | color | shape | motion | stability | mean |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| variant | steps | GFLOP/step | validation flow loss | split | color | shape | motion | stability | mean |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, report in rows:
         t = report["training"]
         for split in ("trained", "held_out"):
             m = report[split]["mean"]
             print(
-                f"| {name} | {t['steps']} | {t['flow_loss_last_100']:.4f} | {split} | {m['color']:.3f} | "
-                f"{m['shape']:.3f} | {m['motion']:.3f} | {m['stability']:.3f} | {m['mean']:.3f} |"
+                f"| {name} | {t['steps']} | {t['gflop_per_step']:.1f} | {t['validation_flow_loss']:.4f} | {split} | "
+                f"{m['color']:.3f} | {m['shape']:.3f} | {m['motion']:.3f} | {m['stability']:.3f} | {m['mean']:.3f} |"
             )
     return 0
 
