@@ -36,7 +36,9 @@ def test_patch_autoencoder_reconstructs_the_shapes_world(tmp_path):
     latents = vae.encode(clips)  # the Wan layout: first frame alone, then chunks of 4 frames
     assert latents.shape == (24, 16, 3, 8, 8)
     assert latents.mean(dim=(0, 2, 3, 4)).abs().max() < 1e-3
-    assert (latents.std(dim=(0, 2, 3, 4)) - 1).abs().max() < 1e-2
+    assert abs(float(latents.std()) - 1) < 1e-2  # one scale for all channels: principal ones stay larger
+    spread = latents.std(dim=(0, 2, 3, 4))
+    assert spread[0] > 2 * spread[-1]
     error = (vae.decode(latents) - clips).abs().mean()
     assert error < 0.05 and abs(result["reconstruction_l1"] - error) < 0.02, (error, result)
     # a single frame (an image) is just the first-frame part

@@ -37,10 +37,16 @@ def manifest(root: str | Path) -> dict:
 
 
 def embed(
-    pipeline_dir: str | Path, eval_report: str | Path | None, out: str | Path = EMBEDDED, command: str = ""
+    pipeline_dir: str | Path,
+    eval_report: str | Path | None,
+    out: str | Path = EMBEDDED,
+    command: str = "",
+    guidance_scale: float | None = None,
+    steps: int | None = None,
 ) -> Path:
     """Copy a trained pipeline into `out` with float16 weights, adding the benchmark scores and
-    the training command to its manifest. Written beside and renamed."""
+    the training command to its manifest; `guidance_scale` / `steps` replace the sampling
+    defaults (the CFG scale of guider/, the manifest's steps). Written beside and renamed."""
     pipeline_dir, out = Path(pipeline_dir), Path(out)
     info = manifest(pipeline_dir)
     if not info:
@@ -56,6 +62,11 @@ def embed(
         info["metrics"]["shapes_benchmark"] = {split: report[split]["mean"] for split in ("trained", "held_out")}
     if command:
         info["command"] = command
+    if guidance_scale is not None:
+        guider = partial / "guider" / "guider_config.json"
+        guider.write_text(json.dumps({**json.loads(guider.read_text()), "guidance_scale": guidance_scale}, indent=2))
+    if steps is not None:
+        info["defaults"]["steps"] = steps
     info["dtype"] = "float16"
     (partial / "manifest.json").write_text(json.dumps(info, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
@@ -69,8 +80,10 @@ def main() -> None:
     parser.add_argument("--eval", default=None, help="report.json of `motif-video eval shapes` on that pipeline")
     parser.add_argument("--command", default="", help="replaces the training command recorded in the manifest")
     parser.add_argument("--out", default=str(EMBEDDED), help="where to write it (default: inside the package)")
+    parser.add_argument("--guidance-scale", type=float, default=None, help="replaces the CFG scale of guider/")
+    parser.add_argument("--steps", type=int, default=None, help="replaces the default number of sampling steps")
     args = parser.parse_args()
-    path = embed(args.pipeline, args.eval, args.out, args.command)
+    path = embed(args.pipeline, args.eval, args.out, args.command, args.guidance_scale, args.steps)
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     print(f"embedded model written to {path} ({size / 2**20:.1f} MiB)")
 

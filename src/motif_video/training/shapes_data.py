@@ -53,7 +53,9 @@ def build_shapes_data(cfg, is_main: bool = True, progress: bool = True) -> Path:
         )
     vae = root / "vae"
     if not (vae / "config.json").is_file():
-        print0(f"shapes data 2/3: training the autoencoder for {cfg.autoencoder.steps} steps")
+        ae = cfg.autoencoder
+        what = "fitting the patch autoencoder (PCA)" if ae.kind == "patch-pca" else f"training for {ae.steps} steps"
+        print0(f"shapes data 2/3: autoencoder: {what}")
         partial = root / "vae.partial"
         shutil.rmtree(partial, ignore_errors=True)
         result = train_autoencoder(clips, partial, cfg.autoencoder, progress=progress)
