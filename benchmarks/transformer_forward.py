@@ -128,9 +128,7 @@ def main() -> None:
         forward(model, inputs)  # warm-up: kernels, allocator pools
         peaks[name] = peak_memory(lambda m=model: forward(m, inputs), args.device)
 
-    tokens = (
-        (args.latent[0] // cfg.patch_size_t) * (args.latent[1] // cfg.patch_size) * (args.latent[2] // cfg.patch_size)
-    )
+    tokens = cfg.num_video_tokens(*args.latent)
     median = {k: statistics.median(v) for k, v in times.items()}
     print(f"device: {device_name(args.device)}; torch {torch.__version__}; dtype {args.dtype}")
     with torch.device("meta"):

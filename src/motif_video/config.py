@@ -128,6 +128,14 @@ class TransformerConfig:
 
     # -- diffusers config.json ----------------------------------------------------------------
 
+    def token_grid(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """(T, H, W) video tokens of a latent of frames x height x width positions."""
+        return frames // self.patch_size_t, height // self.patch_size, width // self.patch_size
+
+    def num_video_tokens(self, frames: int, height: int, width: int) -> int:
+        t, h, w = self.token_grid(frames, height, width)
+        return t * h * w
+
     def to_diffusers(self) -> dict[str, Any]:
         """The `config.json` dictionary of diffusers' `MotifVideoTransformer3DModel`.
 

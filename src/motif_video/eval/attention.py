@@ -65,7 +65,7 @@ def analyze(
     noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed)).to(latents)
     x_t = interpolate(latents, noise, torch.tensor([t]))
     condition = torch.zeros(1, cfg.in_channels - z, frames, height, width, dtype=latents.dtype, device=latents.device)
-    grid = (frames // cfg.patch_size_t, height // cfg.patch_size, width // cfg.patch_size)
+    grid = cfg.token_grid(frames, height, width)
     probe = AttentionProbe(grid[0], grid[1] * grid[2], chunk=chunk)
     dtype = next(transformer.parameters()).dtype
     transformer(

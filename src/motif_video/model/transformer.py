@@ -145,7 +145,7 @@ class MotifVideoTransformer(nn.Module):
         cfg = self.cfg
         self._check_inputs(hidden_states, timestep, encoder_hidden_states, encoder_attention_mask, image_embeds)
         batch, _, frames, height, width = hidden_states.shape
-        grid = (frames // cfg.patch_size_t, height // cfg.patch_size, width // cfg.patch_size)
+        grid = cfg.token_grid(frames, height, width)
         num_tokens = grid[0] * grid[1] * grid[2]
         if route is not None:
             route.validate(num_tokens, batch, cfg.num_blocks, cfg.num_dual_blocks + cfg.num_single_blocks)

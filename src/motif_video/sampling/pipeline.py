@@ -175,7 +175,7 @@ class MotifVideoPipeline:
         # 4. Denoise.
         schedule = load_scheduler(self.scheduler_config, scheduler, shift)
         cfg = self.transformer.cfg
-        tokens = (lf // cfg.patch_size_t) * (lh // cfg.patch_size) * (lw // cfg.patch_size)
+        tokens = cfg.num_video_tokens(lf, lh, lw)
         timesteps = set_timesteps(schedule, steps, tokens, self.device)
         conditioning = Conditioning(
             condition=condition,

@@ -181,7 +181,7 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
     b, z, frames, height, width = x0.shape
     first = world.rank * b  # global index of this rank's first sample
     gens = [_generator(cfg.train.seed, step, first + i) for i in range(b)]
-    tokens = (frames // model_cfg.patch_size_t) * (height // model_cfg.patch_size) * (width // model_cfg.patch_size)
+    tokens = model_cfg.num_video_tokens(frames, height, width)
     shift = resolution_shift(tokens, cfg.flow.shift, cfg.flow.base_tokens)
 
     noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in gens])
@@ -448,7 +448,7 @@ def export_pipeline(state: TrainState, path: Path, step: int) -> Path:
     shutil.copytree(Path(cfg.data.path) / "vae", partial / "vae")
     size = _size(state)
     _, frames, height, width = state.data.samples[0]["latents"].shape
-    tokens = (frames // model.cfg.patch_size_t) * (height // model.cfg.patch_size) * (width // model.cfg.patch_size)
+    tokens = model.cfg.num_video_tokens(frames, height, width)
     shift = resolution_shift(tokens, cfg.flow.shift, cfg.flow.base_tokens)
     FlowMatchEulerDiscreteScheduler(shift=shift).save_config(partial / "scheduler")
     ClassifierFreeGuidance(guidance_scale=cfg.train.guidance_scale).save_config(partial / "guider")
