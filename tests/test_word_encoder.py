@@ -27,6 +27,22 @@ def test_tokenize_encode_and_unknown_words():
     torch.testing.assert_close(b[:1, :6], a, rtol=1e-5, atol=1e-5)
 
 
+def test_untrained_encoder_keeps_words_apart():
+    """At initialisation a word must still be visible in its token's state: if the residual
+    branches drown the word vectors, every token leaves the encoder as nearly the same vector, the
+    transformer learns to ignore the text, and the text encoder never gets a useful gradient (the
+    first embedded model trained that way and ignored its prompts)."""
+    torch.manual_seed(0)
+    encoder = WordTextEncoder(world.vocabulary(), dim=64, layers=2, heads=4)
+    a, _ = encoder.encode(["a red circle moves up on a gray background"])
+    b, _ = encoder.encode(["a blue square moves up on a gray background"])
+    similarity = torch.nn.functional.cosine_similarity(a[0], b[0], dim=-1)
+    assert similarity[1] < 0.5 and similarity[2] < 0.5  # red/blue, circle/square
+    assert similarity[4] > 0.8  # the same word at the same place ("up")
+    within = torch.nn.functional.cosine_similarity(a[0, :, None], a[0, None], dim=-1)
+    assert within[1, 2] < 0.5  # two different words of one prompt
+
+
 def test_save_load_and_generate_through_the_pipeline(tmp_path):
     build_random_pipeline(tmp_path / "pipe")  # transformer text width 32
     shutil.rmtree(tmp_path / "pipe" / "text_encoder")

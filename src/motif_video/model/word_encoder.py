@@ -33,8 +33,10 @@ class WordTextEncoder(nn.Module):
         layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
-        nn.init.normal_(self.embed.weight, std=0.02)
-        nn.init.normal_(self.position, std=0.02)
+        # Unit-scale word vectors: the residual branches must not drown them, or every token leaves
+        # the encoder as the same vector and the transformer learns to ignore the text.
+        nn.init.normal_(self.embed.weight, std=1.0)
+        nn.init.normal_(self.position, std=0.2)
         self.image_processor = None  # no vision tower: image-to-video needs the T5Gemma2 encoder
 
     def tokenize(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
