@@ -9,7 +9,6 @@ until the issue that builds them lands.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -18,9 +17,6 @@ from pathlib import Path
 from motif_video.media import check_writable
 
 # Subcommands whose implementation is not in this version, and where it is planned.
-_PLANNED = {
-    "serve": ("the Gradio web page", "issue #7 (web interface)"),
-}
 
 
 class UsageError(Exception):
@@ -159,8 +155,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-shard-gb", type=float, default=5.0, help="largest shard size in GB (default: %(default)s)"
     )
 
-    for name, (what, where) in _PLANNED.items():
-        sub.add_parser(name, help=f"{what} (not built yet: {where})", description=f"{what}. Not built yet: {where}.")
+    serve = sub.add_parser(
+        "serve",
+        help="start the web page (Gradio) for a model",
+        description="Start a Gradio page for one model: prompt, negative prompt, first image (I2V, where the model "
+        "has an image encoder), seed, steps, guidance scale, size and length presets valid for the model; the video "
+        "with a download link and its reproducibility JSON. Requests wait in one queue and run one at a time; Cancel "
+        "stops a running generation at its next step. The same endpoint answers gradio_client (api_name "
+        "'/generate').",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serve.add_argument("--weights", default=None, help="pipeline directory (default: the embedded shapes-world model)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    serve.add_argument("--port", type=int, default=7860, help="TCP port")
+    serve.add_argument("--out-dir", default=None, help="where videos and their JSON go (default: a temp folder)")
+    serve.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    serve.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], default=None, help="default: bfloat16 on CUDA, float32 on the CPU"
+    )
+    serve.add_argument("--max-queue", type=int, default=64, help="requests that may wait; more are refused")
     return parser
 
 
@@ -170,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "train":  # overrides may come after options: `train cfg.toml --quiet a.b=1`
         args.overrides += [e for e in extra if "=" in e and not e.startswith("-")]
         extra = [e for e in extra if e not in args.overrides]
-    if extra and args.command not in _PLANNED:
+    if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "info":
@@ -189,12 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _eval(args)
         if args.command == "analyze":
             return _analyze(args)
-        what, where = _PLANNED[args.command]
-        print(
-            f"motif-video {args.command}: {what} is not built yet in this version; it arrives with {where}.",
-            file=sys.stderr,
-        )
-        return 2
+        if args.command == "serve":
+            return _serve(args)
+        raise AssertionError(f"unhandled command {args.command}")
     except KeyboardInterrupt:
         print(f"motif-video {args.command}: interrupted; no partial output was kept", file=sys.stderr)
         return 130
@@ -284,17 +294,16 @@ def _generate(args: argparse.Namespace) -> int:
 
     import torch
 
-    from motif_video import __version__
     from motif_video.embedded import embedded_weights
     from motif_video.media import write_contact_sheet, write_gif, write_json, write_mp4
     from motif_video.sampling.pipeline import (
         DEFAULT_NEGATIVE_PROMPT,
         MotifVideoPipeline,
         check_weights_dir,
+        generation_record,
         load_image,
         request_factors,
         validate_request,
-        weights_fingerprint,
     )
 
     # Cheap checks first: nothing is loaded for a request that cannot succeed.
@@ -349,7 +358,6 @@ def _generate(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     videos = result.uint8()
-    fingerprint = weights_fingerprint(weights)
     outputs = [out] if args.batch == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(args.batch)]
     for i, (frames, path) in enumerate(zip(videos, outputs, strict=True)):
         write_mp4(frames, path, fps=args.fps)
@@ -357,32 +365,51 @@ def _generate(args: argparse.Namespace) -> int:
             write_gif(frames, path.with_suffix(".gif"), fps=args.fps)
         if args.contact_sheet:
             write_contact_sheet(frames, path.with_suffix(".png"))
-        write_json(
-            {
-                "prompt": args.prompt,
-                "negative_prompt": negative,
-                "image": str(Path(args.image).resolve()) if args.image else None,
-                "seed": args.seed + i,
-                "steps": args.steps,
-                "guidance": dataclasses.asdict(guidance),
-                "scheduler": args.scheduler or pipe.scheduler_config.get("_class_name"),
-                "shift": args.shift if args.shift is not None else pipe.scheduler_config.get("shift"),
-                "height": args.height,
-                "width": args.width,
-                "frames": args.frames,
-                "fps": args.fps,
-                "dtype": dtype_name,
-                "device": device,
-                "weights": str(weights.resolve()),
-                "weights_fingerprint": fingerprint,
-                "motif_video_version": __version__,
-                "torch_version": torch.__version__,
-                "seconds": round(time.time() - started, 2),
-                "command": ["motif-video", *sys.argv[1:]],
-            },
-            path.with_suffix(".json"),
+        record = generation_record(
+            pipe,
+            weights,
+            prompt=args.prompt,
+            negative_prompt=negative,
+            image=args.image,
+            seed=args.seed + i,
+            steps=args.steps,
+            guidance=guidance,
+            scheduler=args.scheduler,
+            shift=args.shift,
+            height=args.height,
+            width=args.width,
+            frames=args.frames,
+            fps=args.fps,
+            dtype=dtype_name,
+            device=device,
+            seconds=time.time() - started,
+            command=["motif-video", *sys.argv[1:]],
         )
+        write_json(record, path.with_suffix(".json"))
         print(f"wrote {path} ({args.frames} frames, {args.width}x{args.height}, {args.fps} fps)")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import torch
+
+    from motif_video.embedded import embedded_weights
+    from motif_video.serve import Studio, build_app, default_out_dir
+
+    weights = Path(args.weights) if args.weights is not None else embedded_weights()
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
+    if args.max_queue < 1:
+        raise UsageError(f"--max-queue must be >= 1, got {args.max_queue}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, args.dtype or ("bfloat16" if torch.device(device).type == "cuda" else "float32"))
+    out_dir = Path(args.out_dir) if args.out_dir else default_out_dir()
+    print(f"loading {weights} on {device} ...", flush=True)
+    studio = Studio(weights, device, dtype, out_dir)
+    app = build_app(studio)
+    app.queue(max_size=args.max_queue)
+    print(f"videos go to {out_dir}", flush=True)
+    app.launch(server_name=args.host, server_port=args.port, allowed_paths=[str(out_dir)], show_error=False)
     return 0
 
 

@@ -293,3 +293,53 @@ def weights_fingerprint(root: str | Path) -> str:
         if file.suffix == ".json":
             digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def generation_record(
+    pipe: MotifVideoPipeline,
+    weights: str | Path,
+    *,
+    prompt: str,
+    negative_prompt: str | None,
+    image: str | Path | None,
+    seed: int,
+    steps: int,
+    guidance: GuidanceConfig,
+    scheduler: str | None,
+    shift: float | None,
+    height: int,
+    width: int,
+    frames: int,
+    fps: int,
+    dtype: str,
+    device: str,
+    seconds: float,
+    command: list[str],
+) -> dict:
+    """Everything needed to make one video again: the JSON beside every generated MP4 (CLI and page)."""
+    from dataclasses import asdict
+
+    from motif_video import __version__
+
+    return {
+        "prompt": prompt,
+        "negative_prompt": negative_prompt,
+        "image": str(Path(image).resolve()) if image else None,
+        "seed": seed,
+        "steps": steps,
+        "guidance": asdict(guidance),
+        "scheduler": scheduler or pipe.scheduler_config.get("_class_name"),
+        "shift": shift if shift is not None else pipe.scheduler_config.get("shift"),
+        "height": height,
+        "width": width,
+        "frames": frames,
+        "fps": fps,
+        "dtype": dtype,
+        "device": device,
+        "weights": str(Path(weights).resolve()),
+        "weights_fingerprint": weights_fingerprint(weights),
+        "motif_video_version": __version__,
+        "torch_version": torch.__version__,
+        "seconds": round(seconds, 2),
+        "command": command,
+    }
