@@ -57,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
         "eval",
         help="benchmarks of generated videos (shapes benchmark; VBench not built yet)",
         description="Score generated videos. 'shapes': objective color / shape / motion / stability scores on "
-        "shapes-world prompts, separately for trained and held-out combinations. 'vbench': not built yet (issue #6).",
+        "shapes-world prompts, separately for trained and held-out combinations. 'vbench': generate VBench's standard "
+        "prompt suite (5 videos per prompt, 25 per temporal-flickering prompt, one seed each), score it with the "
+        "`vbench` package installed in another Python (--vbench-python; its evaluator weights in --vbench-weights) "
+        "and aggregate Total / Quality / Semantic as VBench does. Launch with torchrun to split the generation over "
+        "processes; re-running skips videos and dimensions already done.",
     )
     evaluate.add_argument("benchmark", choices=["shapes", "vbench"])
     evaluate.add_argument("--weights", default=None, help="pipeline directory (default: the embedded model)")
@@ -72,8 +76,24 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--width", type=int, default=None, help="pixels (default: manifest, else 64)")
     evaluate.add_argument("--frames", type=int, default=None, help="4k+1 frames (default: manifest, else 17)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the first prompt; prompt i uses seed+i")
-    evaluate.add_argument("--out", default="shapes-eval", help="folder for report.json, report.md and the videos")
+    evaluate.add_argument(
+        "--out", default=None, help="output folder (default: shapes-eval or vbench-eval); reports, videos, results"
+    )
     evaluate.add_argument("--quiet", action="store_true")
+    vbench = evaluate.add_argument_group("vbench")
+    vbench.add_argument("--vbench-python", default=None, help="Python of the environment where `vbench` is installed")
+    vbench.add_argument(
+        "--vbench-weights", default=None, help="VBench's evaluator weights (its VBENCH_CACHE_DIR layout)"
+    )
+    vbench.add_argument("--dimensions", nargs="+", default=None, help="VBench dimensions to run (default: all 16)")
+    vbench.add_argument("--suite", default=None, help="VBench_full_info.json (default: the one in --vbench-python)")
+    vbench.add_argument("--per-prompt", type=int, default=5, help="videos per prompt (VBench: 5)")
+    vbench.add_argument(
+        "--per-flicker-prompt", type=int, default=25, help="videos per temporal-flickering prompt (VBench: 25)"
+    )
+    vbench.add_argument("--fps", type=int, default=None, help="frame rate of the written videos (default: manifest)")
+    vbench.add_argument("--scorer-device", default="cuda", help="device VBench scores on")
+    vbench.add_argument("--generate-only", action="store_true", help="write the videos, do not score")
 
     analyze = sub.add_parser(
         "analyze",
@@ -442,12 +462,10 @@ def _eval(args: argparse.Namespace) -> int:
     from motif_video.media import write_json, write_mp4
 
     if args.benchmark == "vbench":
-        print(
-            "motif-video eval vbench: not built yet in this version; it arrives with issue #6 (evaluation).",
-            file=sys.stderr,
-        )
-        return 2
+        return _eval_vbench(args)
     from motif_video.embedded import embedded_weights
+
+    args.out = args.out or "shapes-eval"
 
     weights = None if args.reference else Path(args.weights) if args.weights else embedded_weights()
     _fill_defaults(args, weights, {"height": 64, "width": 64, "frames": 17, "steps": 20})
@@ -508,6 +526,58 @@ def _eval(args: argparse.Namespace) -> int:
     print(table, end="")
     print(f"wrote {out / 'report.html'}")
     return 0
+
+
+def _eval_vbench(args: argparse.Namespace) -> int:
+    from motif_video import distributed
+    from motif_video.embedded import embedded_weights
+    from motif_video.eval import vbench
+    from motif_video.sampling.pipeline import MotifVideoPipeline, check_weights_dir, request_factors, validate_request
+
+    if not args.generate_only and (args.vbench_python is None or args.vbench_weights is None):
+        raise UsageError("eval vbench needs --vbench-python and --vbench-weights (or --generate-only)")
+    if args.vbench_weights is not None and not Path(args.vbench_weights).is_dir():
+        raise UsageError(f"--vbench-weights {args.vbench_weights} is not a directory")
+    if args.suite is None and args.vbench_python is None:
+        raise UsageError("give --suite (VBench_full_info.json) or --vbench-python to find it")
+    if args.per_prompt < 1 or args.per_flicker_prompt < 1:
+        raise UsageError("--per-prompt and --per-flicker-prompt must be >= 1")
+    weights = Path(args.weights) if args.weights else embedded_weights()
+    check_weights_dir(weights)
+    _fill_defaults(args, weights, {"height": 480, "width": 832, "frames": 49, "steps": 50, "fps": 24})
+    validate_request(["x"], args.height, args.width, args.frames, args.steps, *request_factors(weights))
+    dimensions = args.dimensions or list(vbench.DIMENSIONS)
+    vbench.check_dimensions(dimensions)
+    suite_file = Path(args.suite) if args.suite else vbench.suite_in(args.vbench_python)
+    jobs = vbench.plan(vbench.load_suite(suite_file), dimensions, args.per_prompt, args.per_flicker_prompt)
+    out = Path(args.out or "vbench-eval")
+    out.mkdir(parents=True, exist_ok=True)
+
+    world = distributed.init()
+    try:
+        todo = [j for j in jobs if not (out / j.folder / j.name).is_file()]
+        if todo:
+            pipe = MotifVideoPipeline.from_pretrained(weights, device=world.device)
+
+            def generate(prompt: str, seed: int):
+                options = dict(height=args.height, width=args.width, frames=args.frames, steps=args.steps)
+                return pipe(prompt, **options, seed=seed, progress=False).uint8()[0]
+
+            made = vbench.generate_suite(
+                generate, jobs, out, args.fps, world.rank, world.size, progress=not args.quiet and world.is_main
+            )
+            print(f"rank {world.rank}: generated {made} videos")
+        distributed.barrier()
+        if args.generate_only or not world.is_main:
+            distributed.print0(f"{len(jobs)} VBench videos in {out}")
+            return 0
+        scores = vbench.score(out, dimensions, args.vbench_python, args.vbench_weights, suite_file, args.scorer_device)
+        table = vbench.write_report(vbench.aggregate(scores), out, weights.name)
+        print(table, end="")
+        print(f"wrote {out / 'vbench.json'} and {out / 'vbench.md'}")
+        return 0
+    finally:
+        distributed.shutdown()
 
 
 def _analyze(args: argparse.Namespace) -> int:
