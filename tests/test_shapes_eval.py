@@ -63,3 +63,14 @@ def test_report_splits_trained_and_held_out(tmp_path):
     metrics = json.loads((tmp_path / "ev" / "report.json").read_text())["metrics"]
     assert all(0.9 < m["temporal_flickering"] <= 1 and m["dynamic_degree_moving_share"] > 0 for m in metrics.values())
     assert run("eval", "vbench").returncode == 2
+
+
+def test_model_report_has_videos_metrics_and_the_attention_figure(tmp_path):
+    out = tmp_path / "ev"
+    result = run("eval", "shapes", "--count", "1", "--steps", "2", "--out", str(out), "--quiet")  # embedded model
+    assert result.returncode == 0, result.stderr
+    page = (out / "report.html").read_text()
+    assert '<img src="attention.png"' in page and len(re.findall(r"<video src=", page)) == 2
+    assert (out / "attention.png").stat().st_size > 10_000
+    blocks = json.loads((out / "attention.json").read_text())["blocks"]
+    assert [b["stage"] for b in blocks.values()] == ["dual"] * 2 + ["single"] * 4 + ["decoder"] * 2

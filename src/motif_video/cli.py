@@ -510,6 +510,14 @@ def _eval(args: argparse.Namespace) -> int:
         for split in ("trained", "held_out")
     ]
     metric_names = list(kept[0][2])
+    figures = []
+    if not args.reference:  # how the model attends, on its first video (noised half-way)
+        from motif_video.eval.attention import study, video_latents
+
+        caption, name, _ = kept[0]
+        latents = video_latents(pipe.vae, out / name, args.frames, args.height, args.width)
+        study(pipe, caption, latents, out, video=name)
+        figures.append((f"Attention per block: {caption} (t = 0.5)", "attention.png"))
     write_html(
         out / "report.html",
         f"Shapes benchmark: {report['source']}",
@@ -522,6 +530,7 @@ def _eval(args: argparse.Namespace) -> int:
                 [[name, *(m[k] for k in metric_names)] for _, name, m in kept],
             ),
         ],
+        figures,
     )
     print(table, end="")
     print(f"wrote {out / 'report.html'}")
@@ -581,8 +590,7 @@ def _eval_vbench(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from motif_video.eval.attention import analyze, plot, video_latents
-    from motif_video.media import write_json
+    from motif_video.eval.attention import study, video_latents
     from motif_video.sampling.pipeline import (
         MotifVideoPipeline,
         check_weights_dir,
@@ -611,19 +619,7 @@ def _analyze(args: argparse.Namespace) -> int:
             seed=args.seed,
             progress=False,
         ).latents
-    text, mask = pipe.text_encoder.encode([args.prompt])
-    report = analyze(pipe.transformer, latents, text, mask, t=args.t, seed=args.seed, chunk=args.chunk)
-    plot(report, out / "attention.png")
-    write_json(
-        {
-            "prompt": args.prompt,
-            "video": args.video,
-            "t": args.t,
-            "blocks": report.to_dict(),
-            "stages": report.stage_means(),
-        },
-        out / "attention.json",
-    )
+    report = study(pipe, args.prompt, latents, out, t=args.t, seed=args.seed, chunk=args.chunk, video=args.video)
     for stage, means in report.stage_means().items():
         print(
             f"{stage:8s} cross-frame score {means['cross_frame_score']:.3f}   context mass {means['context_mass']:.3f}"

@@ -133,3 +133,17 @@ def plot(report: AttentionReport, path: str | Path) -> Path:
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return Path(path)
+
+
+def study(pipe, prompt: str, latents: Tensor, out: str | Path, t: float = 0.5, seed: int = 0, chunk: int = 256, **info):
+    """The analysis of one video under its prompt, written as out/attention.png and out/attention.json
+    (with `info`, e.g. where the video came from); returns the report."""
+    from motif_video.media import write_json
+
+    out = Path(out)
+    text, mask = pipe.text_encoder.encode([prompt])
+    report = analyze(pipe.transformer, latents, text, mask, t=t, seed=seed, chunk=chunk)
+    plot(report, out / "attention.png")
+    record = {"prompt": prompt, **info, "t": t, "blocks": report.to_dict(), "stages": report.stage_means()}
+    write_json(record, out / "attention.json")
+    return report
