@@ -34,7 +34,9 @@ def test_counted_flops_match_the_formula(overrides):
     text, image = torch.randn(1, 9, cfg.text_dim), torch.randn(1, 4, cfg.image_dim)
     tokens = cfg.num_video_tokens(5, 16, 24)
     assert counted(model, x, t, text) == pytest.approx(forward_flops(cfg, tokens, 9), rel=1e-9)
-    assert counted(model, x, t, text, None, image) == pytest.approx(forward_flops(cfg, tokens, 9, image_tokens=4), rel=1e-9)
+    assert counted(model, x, t, text, None, image) == pytest.approx(
+        forward_flops(cfg, tokens, 9, image_tokens=4), rel=1e-9
+    )
     keep = tokens // 2
     route = Route(1, 2, torch.randperm(tokens)[:keep].sort().values[None])
     routed = forward_flops(cfg, tokens, 9, routing=Routing(1, 2, keep / tokens))

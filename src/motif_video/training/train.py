@@ -28,7 +28,7 @@ from motif_video import distributed
 from motif_video.data import world as shapes_world
 from motif_video.data.latent_shards import LatentShards
 from motif_video.data.synthetic import SyntheticLatents
-from motif_video.model.checkpoint_io import load_transformer, save_transformer
+from motif_video.model.checkpoint_io import save_transformer
 from motif_video.model.routing import Route
 from motif_video.model.transformer import MotifVideoTransformer
 from motif_video.model.word_encoder import WordTextEncoder
@@ -47,6 +47,7 @@ from motif_video.training.flow import (
 from motif_video.training.optim import build_optimizer, lr_factor
 from motif_video.training.parallel import autocast, parallelize
 from motif_video.training.shapes_data import build_shapes_data
+from motif_video.training.transitions import start_from
 
 
 class Trainable(nn.Module):
@@ -83,8 +84,11 @@ class TrainState:
 def build(cfg: TrainConfig, world: distributed.World | None = None, progress: bool = False) -> TrainState:
     world = world or distributed.init()
     model_cfg = cfg.model.transformer()
-    if cfg.model.init_from:
-        transformer = load_transformer(cfg.model.init_from, dtype=torch.float32, device=world.device)
+    if cfg.model.init_from:  # a released checkpoint, or the previous curriculum stage (training/transitions.py)
+        generator = torch.Generator(device=world.device).manual_seed(cfg.train.seed)
+        transformer, transition = start_from(cfg.model.init_from, model_cfg, generator, world.device)
+        if world.is_main:
+            print(f"started from {cfg.model.init_from}: {transition.describe()}", flush=True)
     else:
         with torch.device("meta"):
             transformer = MotifVideoTransformer(model_cfg)

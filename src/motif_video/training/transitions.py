@@ -1,0 +1,95 @@
+"""Starting a training stage from the previous stage's transformer (the curriculum's transitions).
+
+A stage may change, relative to the checkpoint it starts from,
+- the text encoder: a new `text_dim` rebuilds the text projection (`text_embed`, fresh weights) and
+  keeps everything else;
+- Shared Cross-Attention: modules switched on (`cross_attention_dual` / `_single`) are inserted with
+  their output projection at zero, so the model's output is unchanged at the moment of insertion;
+- resolution and frame buckets: nothing to do in the weights (RoPE positions and the timestep shift
+  are computed from each batch's token grid).
+Any other architectural difference is an error naming the fields. REPA needs nothing here either:
+its projector and teacher are never part of a transformer checkpoint, so a stage that switches the
+teacher or turns REPA off starts without them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from motif_video.config import TransformerConfig
+from motif_video.model.checkpoint_io import load_transformer
+from motif_video.model.transformer import MotifVideoTransformer
+
+CHANGEABLE = ("text_dim", "cross_attention_dual", "cross_attention_single")
+
+
+@dataclass(frozen=True)
+class Transition:
+    carried: int  # tensors copied from the checkpoint
+    rebuilt: tuple[str, ...]  # modules started afresh (the text projection after an encoder switch)
+    inserted: tuple[str, ...]  # modules new in this stage (Shared Cross-Attention)
+
+    def describe(self) -> str:
+        parts = [f"{self.carried} tensors carried over"]
+        if self.rebuilt:
+            parts.append(f"rebuilt {', '.join(self.rebuilt)}")
+        if self.inserted:
+            parts.append(f"inserted {len(self.inserted)} cross-attention modules (output projection at zero)")
+        return "; ".join(parts)
+
+
+def check_changes(old: TransformerConfig, new: TransformerConfig) -> None:
+    changed = {
+        f.name: (getattr(old, f.name), getattr(new, f.name))
+        for f in dataclasses.fields(TransformerConfig)
+        if getattr(old, f.name) != getattr(new, f.name)
+    }
+    fixed = {k: v for k, v in changed.items() if k not in CHANGEABLE}
+    if fixed:
+        listed = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in fixed.items())
+        raise ValueError(
+            f"the checkpoint's architecture differs from this stage's beyond what a stage may change "
+            f"({', '.join(CHANGEABLE)}): {listed}; set model.preset / model.overrides to match the checkpoint"
+        )
+    for flag in ("cross_attention_dual", "cross_attention_single"):
+        if getattr(old, flag) and not getattr(new, flag):
+            raise ValueError(
+                f"{flag} is on in the checkpoint; a stage can insert Shared Cross-Attention, not remove it"
+            )
+
+
+def carry_over(old: MotifVideoTransformer, new: MotifVideoTransformer) -> Transition:
+    """Copy `old`'s weights into the freshly initialised `new` where the architectures agree."""
+    check_changes(old.cfg, new.cfg)
+    source, target = old.state_dict(), new.state_dict()
+    text_switch = old.cfg.text_dim != new.cfg.text_dim
+    inserted = sorted({k.rsplit(".cross_attn.", 1)[0] + ".cross_attn" for k in target if k not in source})
+    state = {}
+    for key, value in target.items():
+        if key in source and not (text_switch and key.startswith("text_embed.")):
+            state[key] = source[key].to(value.dtype)
+        else:
+            state[key] = value  # the fresh initialisation: rebuilt text projection, inserted modules
+    new.load_state_dict(state, strict=True)
+    for module in inserted:  # zero output: the model computes exactly what it did before the insertion
+        proj = new.get_submodule(module).proj
+        torch.nn.init.zeros_(proj.weight)
+        torch.nn.init.zeros_(proj.bias)
+    carried = sum(1 for k in target if k in source and not (text_switch and k.startswith("text_embed.")))
+    return Transition(carried, ("text_embed",) if text_switch else (), tuple(inserted))
+
+
+def start_from(
+    checkpoint: str | Path, cfg: TransformerConfig, generator: torch.Generator, device: torch.device | str = "cpu"
+) -> tuple[MotifVideoTransformer, Transition]:
+    """This stage's transformer (`cfg`), initialised and then filled from `checkpoint`."""
+    old = load_transformer(checkpoint, dtype=torch.float32, device=device)
+    with torch.device("meta"):
+        new = MotifVideoTransformer(cfg)
+    new.to_empty(device=device)
+    new.init_weights(generator)
+    return new, carry_over(old, new)
