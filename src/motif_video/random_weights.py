@@ -20,6 +20,79 @@ WORDS = (
 ).split()
 
 
+def word_tokenizer(words: list[str] | tuple[str, ...] = WORDS):
+    """A word-level tokenizer (no hub needed) with <pad>, </s> and <unk>."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = ["<pad>", "</s>", "<unk>", *sorted(set(words) - {"<pad>", "</s>", "<unk>"})]
+    word_level = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
+    word_level.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=word_level, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
+    )
+
+
+def t5gemma2_encoder(text_dim: int, vocab_size: int, image_dim: int | None = 24):
+    from transformers import T5Gemma2Encoder
+    from transformers.models.siglip.configuration_siglip import SiglipVisionConfig
+    from transformers.models.t5gemma2.configuration_t5gemma2 import T5Gemma2EncoderConfig, T5Gemma2TextConfig
+
+    text_config = T5Gemma2TextConfig(
+        vocab_size=vocab_size,
+        hidden_size=text_dim,
+        intermediate_size=2 * text_dim,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        dropout_rate=0.0,
+        sliding_window=16,
+    )
+    vision_config = SiglipVisionConfig(
+        hidden_size=image_dim or 24,
+        intermediate_size=48,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+    )
+    return T5Gemma2Encoder(
+        T5Gemma2EncoderConfig(text_config=text_config, vision_config=vision_config, mm_tokens_per_image=4)
+    ).eval()
+
+
+def build_random_text_encoder(
+    path: str | Path, kind: str, dim: int, words: list[str] | tuple[str, ...] = WORDS
+) -> Path:
+    """A random text encoder folder (text_encoder/ + tokenizer/) of `kind` "t5gemma2" or "sentence"
+    (a small BERT, mean-pooled by SentenceTextEncoder), for curricula and tests."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(len(words) * 7 + dim)
+    tokenizer = word_tokenizer(words)
+    if kind == "t5gemma2":
+        encoder = t5gemma2_encoder(dim, len(tokenizer))
+    elif kind == "sentence":
+        encoder = BertModel(
+            BertConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=dim,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=2 * dim,
+                max_position_embeddings=64,
+            ),
+            add_pooling_layer=False,
+        ).eval()
+    else:
+        raise ValueError(f"text encoder kind must be 't5gemma2' or 'sentence', got {kind!r}")
+    path = Path(path)
+    encoder.save_pretrained(path / "text_encoder")
+    tokenizer.save_pretrained(path / "tokenizer")
+    return path
+
+
 def tiny_transformer_config(latent_channels: int = 4, text_dim: int = 32, image_dim: int = 24) -> TransformerConfig:
     """Every stage, Shared Cross-Attention in the single blocks (diffusers' separate form)."""
     return TransformerConfig(
@@ -57,42 +130,14 @@ def build_random_pipeline(
         MotifVideoTransformer3DModel,
     )
     from diffusers.guiders import AdaptiveProjectedGuidance, ClassifierFreeGuidance
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, SiglipImageProcessor, T5Gemma2Encoder
-    from transformers.models.siglip.configuration_siglip import SiglipVisionConfig
-    from transformers.models.t5gemma2.configuration_t5gemma2 import T5Gemma2EncoderConfig, T5Gemma2TextConfig
+    from transformers import SiglipImageProcessor
 
     cfg = transformer or tiny_transformer_config()
     if cfg.cross_attention_kv != "separate":
         raise ValueError("diffusers implements only the separate cross-attention form")
     torch.manual_seed(seed)
-    word_level = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
-    word_level.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=word_level, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
-    )
-    text_config = T5Gemma2TextConfig(
-        vocab_size=len(WORDS),
-        hidden_size=cfg.text_dim,
-        intermediate_size=2 * cfg.text_dim,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        dropout_rate=0.0,
-        sliding_window=16,
-    )
-    vision_config = SiglipVisionConfig(
-        hidden_size=cfg.image_dim or 24,
-        intermediate_size=48,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-    )
-    encoder = T5Gemma2Encoder(
-        T5Gemma2EncoderConfig(text_config=text_config, vision_config=vision_config, mm_tokens_per_image=4)
-    ).eval()
+    tokenizer = word_tokenizer()
+    encoder = t5gemma2_encoder(cfg.text_dim, len(WORDS), cfg.image_dim)
     z = cfg.out_channels
     generator = torch.Generator().manual_seed(seed + 1)
     vae = AutoencoderKLWan(

@@ -16,14 +16,65 @@ from torch import Tensor
 
 
 def load_text_encoder(root: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-    """The text encoder of a pipeline directory: T5Gemma2 (released model) or our word-level
-    encoder (small models), told apart by `text_encoder/config.json`."""
+    """The text encoder of a pipeline directory: T5Gemma2 (released model), our word-level encoder
+    (small models) or a sentence-embedding model (early curriculum stages), told apart by
+    `text_encoder/config.json`."""
     config = json.loads((Path(root) / "text_encoder" / "config.json").read_text())
     if config.get("_class_name") == "WordTextEncoder":
         from motif_video.model.word_encoder import WordTextEncoder
 
         return WordTextEncoder.from_pretrained(Path(root) / "text_encoder", device=device).to(dtype)
+    if not str(config.get("model_type", "")).startswith("t5gemma2"):
+        return SentenceTextEncoder.from_pretrained(root, dtype=dtype, device=device)
     return T5Gemma2TextEncoder.from_pretrained(root, dtype=dtype, device=device)
+
+
+class SentenceTextEncoder:
+    """A sentence-level embedding model (a transformers encoder, mean-pooled over the real tokens):
+    one vector per prompt, returned as a one-token sequence [B, 1, D] with its mask. The report's
+    early stages condition on such a model before switching to T5Gemma2 (its name is not public;
+    any `AutoModel` encoder in a folder with text_encoder/ and tokenizer/ works)."""
+
+    def __init__(self, tokenizer, encoder, max_length: int = 128) -> None:
+        self.tokenizer = tokenizer
+        self.encoder = encoder.eval().requires_grad_(False)
+        self.image_processor = None
+        self.max_length = max_length
+
+    @classmethod
+    def from_pretrained(
+        cls, root: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+    ) -> SentenceTextEncoder:
+        from transformers import AutoModel, AutoTokenizer
+
+        root = Path(root)
+        tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
+        return cls(tokenizer, AutoModel.from_pretrained(root / "text_encoder", dtype=dtype).to(device))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.encoder.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.encoder.parameters()).dtype
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+        tokens = self.tokenizer(
+            prompts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
+        hidden = self.encoder(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).last_hidden_state
+        weights = tokens.attention_mask[..., None].to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return pooled[:, None], torch.ones(len(prompts), 1, dtype=torch.bool, device=hidden.device)
+
+    def encode_image(self, image: Tensor) -> Tensor:
+        raise ValueError("a sentence-embedding text encoder has no vision tower: image-to-video needs T5Gemma2")
+
+    def to(self, device: str | torch.device) -> SentenceTextEncoder:
+        self.encoder.to(device)
+        return self
 
 
 class T5Gemma2TextEncoder:

@@ -37,6 +37,7 @@ class AutoencoderConfig:
     spatial_factor: int = 8  # 8 (Wan2.1: three 2x stages) or 4 (two); time is always 4x
     initial_logvar: float = -10.0  # the posterior starts nearly deterministic (see train_autoencoder)
     seed: int = 0
+    path: str = ""  # reuse this fitted autoencoder (a vae/ folder) instead of fitting one: stages share latents
 
 
 def load_clips(clips_dir: str | Path, limit: int | None = None) -> list[torch.Tensor]:

@@ -32,12 +32,56 @@ class ModelSection:
 @dataclass(frozen=True)
 class TextSection:
     # "precomputed": text states come from the shards (T5Gemma2, `motif-video precompute`);
-    # "word": a word-level encoder (model/word_encoder.py) is trained with the transformer on the captions.
+    # "word": a word-level encoder (model/word_encoder.py) is trained with the transformer on the captions;
+    # "sentence" / "t5gemma2": a frozen encoder read from `path` (a folder with text_encoder/ and
+    # tokenizer/) encodes the captions on the fly: the curriculum's early and late text encoders.
     encoder: str = "precomputed"
+    path: str = ""
     dim: int = 64  # must equal the transformer's text_dim
     layers: int = 2
     heads: int = 4
     max_len: int = 32
+
+
+@dataclass(frozen=True)
+class StageSection:
+    """One stage of a training curriculum (configs/motif-video-2b/, training/curriculum.py)."""
+
+    name: str = ""  # empty: not part of a curriculum
+    task: str = "t2iv"  # "t2i": images only; "t2iv": images and videos
+    init: str = "previous"  # start from: "previous" stage, "none" (fresh weights), or an earlier stage's name
+    image_size: tuple[int, int] = (144, 256)  # height, width of the image buckets
+    video_size: tuple[int, int] = (144, 256)  # height, width of the video buckets
+    frame_buckets: tuple[int, ...] = (1,)  # 1 = images; 33 / 65 / 121 video lengths
+    interleave: str = "I"  # the repeating step pattern: I = an image batch, V = a video batch
+    image_batch_size: int = 0  # global batch of image steps (0: data.batch_size)
+    sft: bool = False  # supervised fine-tuning on the curated subset
+    caption_variants: tuple[float, float, float] = (1.0, 0.0, 0.0)  # P(long), P(short), P(truncated) caption
+    text_tokens: int = 256  # text length the planner counts
+
+    def validate(self) -> None:
+        if not self.name:  # not a curriculum stage: the section is unused
+            return
+        if self.task not in ("t2i", "t2iv"):
+            raise ValueError(f"stage.task must be 't2i' or 't2iv', got {self.task!r}")
+        if not self.interleave or set(self.interleave) - {"I", "V"}:
+            raise ValueError(f"stage.interleave must be a pattern of I and V, got {self.interleave!r}")
+        if self.task == "t2i" and (set(self.interleave) != {"I"} or self.frame_buckets != (1,)):
+            raise ValueError("a t2i stage trains on images only: interleave 'I', frame_buckets [1]")
+        if self.task == "t2iv" and "V" not in self.interleave:
+            raise ValueError(f"a t2iv stage needs video steps (V) in stage.interleave, got {self.interleave!r}")
+        if any(f < 1 or (f - 1) % 4 for f in self.frame_buckets):
+            raise ValueError(f"stage.frame_buckets must be 4k+1 frame counts, got {self.frame_buckets}")
+        if any(p < 0 for p in self.caption_variants) or abs(sum(self.caption_variants) - 1) > 1e-6:
+            raise ValueError(
+                f"stage.caption_variants must be 3 probabilities summing to 1, got {self.caption_variants}"
+            )
+        for size in (self.image_size, self.video_size):
+            if size[0] % 16 or size[1] % 16 or min(size) <= 0:
+                raise ValueError(f"stage sizes must be positive multiples of 16, got {size}")
+
+
+TEXT_ENCODERS = ("precomputed", "word", "sentence", "t5gemma2")
 
 
 @dataclass(frozen=True)
@@ -142,6 +186,7 @@ class TrainConfig:
     tread: TreadSection = field(default_factory=TreadSection)
     repa: RepaSection = field(default_factory=RepaSection)
     train: TrainSection = field(default_factory=TrainSection)
+    stage: StageSection = field(default_factory=StageSection)
 
     def __post_init__(self) -> None:
         transformer = self.model.transformer()  # validates preset and overrides
@@ -153,10 +198,14 @@ class TrainConfig:
             )
         if self.world.height != self.world.width or self.world.height % 16:
             raise ValueError(f"world clips are square, a multiple of 16: got {self.world.height} x {self.world.width}")
-        if self.text.encoder not in ("precomputed", "word"):
-            raise ValueError(f"text.encoder must be 'precomputed' or 'word', got {self.text.encoder!r}")
-        if self.data.source == "shapes" and self.text.encoder != "word":
-            raise ValueError("data.source 'shapes' stores no text states: set text.encoder = 'word'")
+        if self.text.encoder not in TEXT_ENCODERS:
+            raise ValueError(f"text.encoder must be one of {list(TEXT_ENCODERS)}, got {self.text.encoder!r}")
+        if self.text.encoder in ("sentence", "t5gemma2") and not self.text.path:
+            raise ValueError(f"text.encoder {self.text.encoder!r} needs text.path (its text_encoder/ and tokenizer/)")
+        if self.data.source == "shapes" and self.text.encoder == "precomputed":
+            raise ValueError(
+                "data.source 'shapes' stores no text states: set text.encoder to word, sentence or t5gemma2"
+            )
         if self.data.source == "synthetic" and self.text.encoder == "word":
             raise ValueError("text.encoder 'word' needs captions: use data.source 'shards' or 'shapes'")
         if self.text.encoder == "word" and self.text.dim != transformer.text_dim:
@@ -178,6 +227,7 @@ class TrainConfig:
             )
         if self.repa.teacher not in ("vjepa2", "dinov2"):
             raise ValueError(f"repa.teacher must be 'vjepa2' or 'dinov2', got {self.repa.teacher!r}")
+        self.stage.validate()
         for name, value in (
             ("data.batch_size", self.data.batch_size),
             ("train.steps", self.train.steps),

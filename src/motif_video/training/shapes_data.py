@@ -52,6 +52,11 @@ def build_shapes_data(cfg, is_main: bool = True, progress: bool = True) -> Path:
             progress=progress,
         )
     vae = root / "vae"
+    if not (vae / "config.json").is_file() and cfg.autoencoder.path:  # shared with other runs (a curriculum)
+        print0(f"shapes data 2/3: autoencoder from {cfg.autoencoder.path}")
+        shutil.rmtree(root / "vae.partial", ignore_errors=True)
+        shutil.copytree(cfg.autoencoder.path, root / "vae.partial")
+        os.replace(root / "vae.partial", vae)
     if not (vae / "config.json").is_file():
         ae = cfg.autoencoder
         what = "fitting the patch autoencoder (PCA)" if ae.kind == "patch-pca" else f"training for {ae.steps} steps"

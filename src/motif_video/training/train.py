@@ -30,6 +30,7 @@ from motif_video.data.latent_shards import LatentShards
 from motif_video.data.synthetic import SyntheticLatents
 from motif_video.model.checkpoint_io import save_transformer
 from motif_video.model.routing import Route
+from motif_video.model.text_encoder import load_text_encoder
 from motif_video.model.transformer import MotifVideoTransformer
 from motif_video.model.word_encoder import WordTextEncoder
 from motif_video.training import checkpoint
@@ -79,6 +80,7 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
     sampler: object | None = None  # the sample pipeline's VAE / text encoder, loaded on first use
     command: str = ""  # recorded in an exported pipeline's manifest
+    frozen_text: object | None = None  # text.encoder "sentence" / "t5gemma2": encodes captions on the fly
 
 
 def build(cfg: TrainConfig, world: distributed.World | None = None, progress: bool = False) -> TrainState:
@@ -124,6 +126,15 @@ def build(cfg: TrainConfig, world: distributed.World | None = None, progress: bo
         torch.manual_seed(cfg.train.seed + 2)
         t = cfg.text
         text_encoder = WordTextEncoder(sorted(vocab), t.dim, t.layers, t.heads, t.max_len).to(world.device)
+    frozen_text = None
+    if cfg.text.encoder in ("sentence", "t5gemma2"):
+        frozen_text = load_text_encoder(cfg.text.path, device=world.device)
+        width = frozen_text.encode(["a"])[0].shape[-1]
+        if width != model_cfg.text_dim:
+            raise ValueError(
+                f"the text encoder in {cfg.text.path} gives {width}-wide states; the transformer's text_dim is "
+                f"{model_cfg.text_dim} (set model.overrides.text_dim = {width})"
+            )
     teacher = projector = None
     if cfg.repa.enabled:
         teacher = Teacher.from_pretrained(cfg.repa.teacher, cfg.repa.teacher_path).to(world.device)
@@ -139,7 +150,7 @@ def build(cfg: TrainConfig, world: distributed.World | None = None, progress: bo
     model.train()
     ema = EMA(model, cfg.train.ema_decay, skip=("projector.",))
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg.optim)
-    return TrainState(cfg, world, model, optimizer, ema, data, teacher)
+    return TrainState(cfg, world, model, optimizer, ema, data, teacher, frozen_text=frozen_text)
 
 
 # Every Linear projection inside the blocks (attention, MLPs, Shared Cross-Attention); not the embedders.
@@ -172,6 +183,22 @@ def merged_weights(named: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+def caption_variant(caption: str, probabilities: tuple[float, float, float], generator: torch.Generator) -> str:
+    """The long caption, a short one (its first clause) or a truncated one (cut after a random word),
+    with the given probabilities (the report's 0.5 / 0.3 / 0.2 in its curriculum)."""
+    if probabilities[0] >= 1.0:
+        return caption
+    u = torch.rand(1, generator=generator).item()
+    words = caption.split()
+    if u < probabilities[0] or len(words) < 3:
+        return caption
+    if u < probabilities[0] + probabilities[1]:
+        short = re.split(r" and | on | with |, ", caption, maxsplit=1)[0]
+        return short
+    keep = 2 + int(torch.randint(0, len(words) - 2, (1,), generator=generator))
+    return " ".join(words[:keep])
+
+
 def _generator(seed: int, step: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 100_003 + index)
 
@@ -194,10 +221,15 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
     )
     drop = torch.cat([torch.rand(1, generator=g) < cfg.flow.caption_dropout for g in gens])
     text_encoder = state.model.text_encoder
-    if text_encoder is not None:  # trained here: the dropped captions become the empty prompt
-        captions = ["" if d else c for d, c in zip(drop.tolist(), batch["captions"], strict=True)]
-        ids, text_mask = text_encoder.tokenize(captions)
+    if text_encoder is not None or state.frozen_text is not None:  # captions are encoded here
+        variants = cfg.stage.caption_variants
+        captions = [caption_variant(c, variants, g) for c, g in zip(batch["captions"], gens, strict=True)]
+        captions = ["" if d else c for d, c in zip(drop.tolist(), captions, strict=True)]  # dropped: empty prompt
         text = None
+        if text_encoder is not None:  # trained with the transformer
+            ids, text_mask = text_encoder.tokenize(captions)
+        else:
+            text, text_mask = state.frozen_text.encode(captions)
     else:
         text = torch.where(drop[:, None, None], state.data.null_text, batch["text"])
         text_mask = torch.where(drop[:, None], state.data.null_mask, batch["text_mask"])
@@ -228,7 +260,7 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
     device = world.device
     xt = interpolate(x0, noise, t)
     with autocast(cfg.train.precision, device):
-        if text is None:
+        if text is None:  # the word-level encoder, inside autocast and the graph
             text = text_encoder(ids.to(device), text_mask.to(device))
         out = transformer(
             torch.cat([xt, condition], dim=1).to(device),
