@@ -142,6 +142,39 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="section.key=value settings that replace the file's")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    curriculum = sub.add_parser(
+        "curriculum",
+        help="run a staged training curriculum (one TOML per stage); resumes inside and across stages",
+        description="Run the stage files of DIR in name order ('motif-video curriculum run configs/micro-curriculum'). "
+        "Each stage starts from an earlier stage's EMA transformer (a new text encoder rebuilds the text projection; "
+        "Shared Cross-Attention switched on is inserted with a zero output projection) and trains with its own data, "
+        "buckets, text encoder and REPA teacher. Progress is recorded in curriculum.json beside the stages' outputs; "
+        "a re-run skips finished stages and resumes the interrupted one from its checkpoints.",
+    )
+    curriculum.add_argument("action", choices=["run"])
+    curriculum.add_argument("directory", help="folder of stage files (see configs/motif-video-2b/)")
+    curriculum.add_argument("overrides", nargs="*", help="section.key=value settings applied to every stage")
+    curriculum.add_argument("--until", default=None, help="stop after this stage")
+    curriculum.add_argument(
+        "--eval-shapes", type=int, default=0, help="after each stage, score N shapes-benchmark prompts per split"
+    )
+    curriculum.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    plan = sub.add_parser(
+        "plan",
+        help="compute plan of a curriculum: tokens, FLOPs and GPU-hours per stage",
+        description="Count the training FLOPs of every stage of DIR from its model config, buckets, interleave "
+        "pattern, steps and batch sizes (2 FLOPs per multiply-add, backward = 2x forward, TREAD routing "
+        "included) and convert them to GPU-hours at the given MFU; the total is compared with the report's "
+        "budget (< 100,000 H200 hours).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    plan.add_argument("directory", help="folder of stage files")
+    plan.add_argument("--gpu", default="h200", help="h100, h200, b200 or a100 (dense BF16 peak)")
+    plan.add_argument("--gpus", type=int, default=64, help="GPUs the wall-clock days are given for")
+    plan.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation assumed")
+    plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     info = sub.add_parser(
         "info",
         help="show the architecture and parameter count of a preset or a checkpoint",
@@ -200,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command == "train":  # overrides may come after options: `train cfg.toml --quiet a.b=1`
+    if args.command in ("train", "curriculum"):  # overrides may come after options: `train cfg.toml --quiet a.b=1`
         args.overrides += [e for e in extra if "=" in e and not e.startswith("-")]
         extra = [e for e in extra if e not in args.overrides]
     if extra:
@@ -224,6 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _analyze(args)
         if args.command == "serve":
             return _serve(args)
+        if args.command == "curriculum":
+            return _curriculum(args)
+        if args.command == "plan":
+            return _plan(args)
         raise AssertionError(f"unhandled command {args.command}")
     except KeyboardInterrupt:
         print(f"motif-video {args.command}: interrupted; no partial output was kept", file=sys.stderr)
@@ -662,6 +699,53 @@ def _train(args: argparse.Namespace) -> int:
     if history:
         last = history[-1]
         distributed.print0(f"step {last['step'] + 1}: loss {last['loss']:.4f}; run directory {cfg.train.out_dir}")
+    return 0
+
+
+def _curriculum(args: argparse.Namespace) -> int:
+    from motif_video import distributed
+    from motif_video.training import curriculum
+
+    if not Path(args.directory).is_dir():
+        raise UsageError(f"curriculum folder {args.directory} does not exist")
+    after_stage = None
+    if args.eval_shapes > 0:
+
+        def after_stage(stage, pipeline):
+            from motif_video.eval.shapes import evaluate, pipeline_generator
+            from motif_video.sampling.pipeline import MotifVideoPipeline
+
+            if pipeline is None:
+                return {}
+            world = stage.cfg.world
+            pipe = MotifVideoPipeline.from_pretrained(pipeline)
+            generate = pipeline_generator(pipe, height=world.height, width=world.width, frames=world.frames, steps=20)
+            report = evaluate(generate, count=args.eval_shapes)
+            return {"shapes": {split: report[split]["mean"] for split in ("trained", "held_out")}}
+
+    command = " ".join(["motif-video", "curriculum", "run", args.directory, *args.overrides])
+    try:
+        record = curriculum.run(
+            args.directory, args.until, args.overrides, not args.quiet, command=command, after_stage=after_stage
+        )
+    finally:
+        distributed.shutdown()
+    for name, stage in record["stages"].items():
+        shapes = stage.get("shapes", {}).get("trained", {}).get("mean")
+        extra = "" if shapes is None else f", shapes benchmark {shapes:.3f}"
+        distributed.print0(f"{name}: {stage['steps']} steps, loss {stage['final_loss']:.4f}{extra}")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from motif_video.training import curriculum
+
+    if not Path(args.directory).is_dir():
+        raise UsageError(f"curriculum folder {args.directory} does not exist")
+    if args.gpus < 1:
+        raise UsageError(f"--gpus must be >= 1, got {args.gpus}")
+    result = curriculum.plan(curriculum.load(args.directory), args.gpu, args.gpus, args.mfu)
+    print(json.dumps(result, indent=2) if args.json else curriculum.plan_table(result), end="")
     return 0
 
 

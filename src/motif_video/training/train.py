@@ -383,7 +383,7 @@ def train(cfg: TrainConfig, progress: bool = True, command: str = "") -> list[di
     if writer is not None:
         writer.close()
     export_ema(state, run_dir / "ema-transformer")
-    if state.model.text_encoder is not None and cfg.data.source == "shapes":
+    if cfg.data.source == "shapes":  # a complete pipeline: its own (or its frozen) text encoder, its autoencoder
         export_pipeline(state, run_dir / "pipeline", cfg.train.steps)
     return state.history
 
@@ -416,7 +416,7 @@ def write_samples(state: TrainState, step: int, run_dir: Path) -> list[Path]:
     from motif_video.sampling.pipeline import MotifVideoPipeline
 
     cfg = state.cfg
-    if state.model.text_encoder is not None:
+    if cfg.data.source == "shapes":
         pipeline_dir = export_pipeline(state, run_dir / "pipeline", step)  # collective
         if not state.world.is_main:
             return []
@@ -463,24 +463,29 @@ def export_ema(state: TrainState, path: Path) -> None:
 
 
 def export_pipeline(state: TrainState, path: Path, step: int) -> Path:
-    """A run with a word-level text encoder and the shapes data -> a complete pipeline directory:
-    transformer/ and text_encoder/ (EMA), the data's vae/, scheduler/ (shift at the training size),
-    guider/ and manifest.json (the run's recipe and figures). Written beside and renamed."""
+    """A run on the shapes data -> a complete pipeline directory: transformer/ (EMA), text_encoder/
+    (the word-level one trained here, EMA; or the frozen encoder's text_encoder/ and tokenizer/),
+    the data's vae/, scheduler/ (shift at the training size), guider/ and manifest.json (the run's
+    recipe and figures). Written beside and renamed."""
     from diffusers import FlowMatchEulerDiscreteScheduler
     from diffusers.guiders import ClassifierFreeGuidance
 
     model = ema_transformer(state)
-    text_weights = ema_weights(state, "text_encoder")
+    encoder = state.model.text_encoder
+    text_weights = ema_weights(state, "text_encoder") if encoder is not None else None
     if not state.world.is_main:
         return path
     cfg = state.cfg
     partial = path.with_name(path.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     save_transformer(model, partial / "transformer")
-    encoder = state.model.text_encoder
-    text_encoder = WordTextEncoder(encoder.vocab, encoder.dim, encoder.layers, encoder.heads, encoder.max_len)
-    text_encoder.load_state_dict(text_weights, strict=True)
-    text_encoder.save_pretrained(partial / "text_encoder")
+    if encoder is not None:
+        text_encoder = WordTextEncoder(encoder.vocab, encoder.dim, encoder.layers, encoder.heads, encoder.max_len)
+        text_encoder.load_state_dict(text_weights, strict=True)
+        text_encoder.save_pretrained(partial / "text_encoder")
+    else:
+        for part in ("text_encoder", "tokenizer"):
+            shutil.copytree(Path(cfg.text.path) / part, partial / part)
     shutil.copytree(Path(cfg.data.path) / "vae", partial / "vae")
     size = _size(state)
     _, frames, height, width = state.data.samples[0]["latents"].shape
