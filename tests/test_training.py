@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from motif_video.random_weights import build_random_teacher
 from motif_video.training import flow
 from motif_video.training.alignment import Projector, Teacher, repa_loss, resample_tokens
 from motif_video.training.config import TrainConfig
@@ -74,43 +75,9 @@ def test_teacher_tokens_resampled_to_the_student_grid():
     torch.testing.assert_close(ones, torch.ones(2, 90, 3))
 
 
-def save_tiny_teacher(path: Path, kind: str) -> Path:
-    if kind == "vjepa2":
-        from transformers import VJEPA2Config, VJEPA2Model
-
-        model = VJEPA2Model(
-            VJEPA2Config(
-                hidden_size=32,
-                num_hidden_layers=1,
-                num_attention_heads=2,
-                mlp_ratio=2,
-                crop_size=64,
-                frames_per_clip=4,
-                pred_hidden_size=16,
-                pred_num_hidden_layers=1,
-                pred_num_attention_heads=2,
-            )
-        )
-    else:
-        from transformers import Dinov2Config, Dinov2Model
-
-        model = Dinov2Model(
-            Dinov2Config(
-                hidden_size=32,
-                num_hidden_layers=1,
-                num_attention_heads=2,
-                intermediate_size=64,
-                image_size=56,
-                patch_size=14,
-            )
-        )
-    model.save_pretrained(path)
-    return path
-
-
 @pytest.mark.parametrize("kind", ["vjepa2", "dinov2"])
 def test_repa_runs_with_real_teacher_classes_and_switches_off(tmp_path, kind):
-    teacher_dir = save_tiny_teacher(tmp_path / kind, kind)
+    teacher_dir = build_random_teacher(tmp_path / kind, kind)
     cfg = tiny_config(
         tmp_path,
         "repa.enabled=true",

@@ -21,13 +21,15 @@ WORDS = (
 
 
 def word_tokenizer(words: list[str] | tuple[str, ...] = WORDS):
-    """A word-level tokenizer (no hub needed) with <pad>, </s> and <unk>."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    """A word-level tokenizer (no hub needed) with <pad>, </s> (appended) and <unk>."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = ["<pad>", "</s>", "<unk>", *sorted(set(words) - {"<pad>", "</s>", "<unk>"})]
     word_level = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
     word_level.pre_tokenizer = pre_tokenizers.Whitespace()
+    # every prompt ends with </s>, so the empty prompt is one token, as with real tokenizers
+    word_level.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     return PreTrainedTokenizerFast(
         tokenizer_object=word_level, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
     )
@@ -177,3 +179,76 @@ def build_random_pipeline(
     )
     pipe.save_pretrained(path)
     return pipe
+
+
+def build_random_teacher(path: str | Path, kind: str) -> Path:
+    """A tiny random REPA teacher folder (transformers' VJEPA2Model or Dinov2Model)."""
+    if kind == "vjepa2":
+        from transformers import VJEPA2Config, VJEPA2Model
+
+        model = VJEPA2Model(
+            VJEPA2Config(
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                mlp_ratio=2,
+                crop_size=64,
+                frames_per_clip=4,
+                pred_hidden_size=16,
+                pred_num_hidden_layers=1,
+                pred_num_attention_heads=2,
+            )
+        )
+    elif kind == "dinov2":
+        from transformers import Dinov2Config, Dinov2Model
+
+        model = Dinov2Model(
+            Dinov2Config(
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=64,
+                image_size=56,
+                patch_size=14,
+            )
+        )
+    else:
+        raise ValueError(f"teacher kind must be 'vjepa2' or 'dinov2', got {kind!r}")
+    model.save_pretrained(path)
+    return Path(path)
+
+
+def build_curriculum_parts(root: str | Path, progress: bool = False) -> Path:
+    """What the micro curriculum (configs/micro-curriculum/) reads besides the shapes world: random
+    sentence-level (48 wide) and T5Gemma2 (32 wide) text encoders that know the world's words,
+    random DINOv2 and V-JEPA 2 teachers, and one patch autoencoder fitted on world clips, shared by
+    every stage so that all stages train in the same latent space. Skips what exists."""
+    from motif_video.data import world
+    from motif_video.data.preprocess import PrepareConfig, prepare
+    from motif_video.training.autoencoder import AutoencoderConfig, fit_patch_autoencoder
+
+    root = Path(root)
+    words = world.vocabulary()
+    for kind, dim in (("sentence", 48), ("t5gemma2", 32)):
+        if not (root / kind / "tokenizer").is_dir():
+            build_random_text_encoder(root / kind, kind, dim, words)
+    for kind in ("dinov2", "vjepa2"):
+        if not (root / kind / "config.json").is_file():
+            build_random_teacher(root / kind, kind)
+    if not (root / "vae" / "config.json").is_file():
+        prepare(
+            "shapes:96", root / "vae-clips", PrepareConfig(fps=8, frame_buckets=(17,), area=64 * 64), progress=progress
+        )
+        fit_patch_autoencoder(
+            root / "vae-clips", root / "vae.partial", AutoencoderConfig(kind="patch-pca", z_dim=16, spatial_factor=4)
+        )
+        (root / "vae.partial").rename(root / "vae")
+    return root
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "curriculum-parts":
+        sys.exit("usage: python -m motif_video.random_weights curriculum-parts DIR")
+    print(f"wrote {build_curriculum_parts(sys.argv[2], progress=True)}")

@@ -46,10 +46,17 @@ class SentenceTextEncoder:
         cls, root: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
     ) -> SentenceTextEncoder:
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging
 
         root = Path(root)
         tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
-        return cls(tokenizer, AutoModel.from_pretrained(root / "text_encoder", dtype=dtype).to(device))
+        verbosity = logging.get_verbosity()
+        logging.set_verbosity_error()  # an encoder saved without its unused pooler head is not news
+        try:
+            encoder = AutoModel.from_pretrained(root / "text_encoder", dtype=dtype).to(device)
+        finally:
+            logging.set_verbosity(verbosity)
+        return cls(tokenizer, encoder)
 
     @property
     def device(self) -> torch.device:
