@@ -29,17 +29,33 @@ def load_text_encoder(root: str | Path, dtype: torch.dtype = torch.float32, devi
     return T5Gemma2TextEncoder.from_pretrained(root, dtype=dtype, device=device)
 
 
-class SentenceTextEncoder:
+class _FrozenEncoder:
+    """A frozen transformers encoder with its tokenizer: where it lives and in which dtype."""
+
+    def __init__(self, tokenizer, encoder, image_processor=None, max_length: int = 512) -> None:
+        self.tokenizer = tokenizer
+        self.encoder = encoder.eval().requires_grad_(False)
+        self.image_processor = image_processor
+        self.max_length = max_length
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.encoder.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.encoder.parameters()).dtype
+
+    def to(self, device: str | torch.device):
+        self.encoder.to(device)
+        return self
+
+
+class SentenceTextEncoder(_FrozenEncoder):
     """A sentence-level embedding model (a transformers encoder, mean-pooled over the real tokens):
     one vector per prompt, returned as a one-token sequence [B, 1, D] with its mask. The report's
     early stages condition on such a model before switching to T5Gemma2 (its name is not public;
     any `AutoModel` encoder in a folder with text_encoder/ and tokenizer/ works)."""
-
-    def __init__(self, tokenizer, encoder, max_length: int = 128) -> None:
-        self.tokenizer = tokenizer
-        self.encoder = encoder.eval().requires_grad_(False)
-        self.image_processor = None
-        self.max_length = max_length
 
     @classmethod
     def from_pretrained(
@@ -56,15 +72,7 @@ class SentenceTextEncoder:
             encoder = AutoModel.from_pretrained(root / "text_encoder", dtype=dtype).to(device)
         finally:
             logging.set_verbosity(verbosity)
-        return cls(tokenizer, encoder)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.encoder.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.encoder.parameters()).dtype
+        return cls(tokenizer, encoder, max_length=128)
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
@@ -79,18 +87,8 @@ class SentenceTextEncoder:
     def encode_image(self, image: Tensor) -> Tensor:
         raise ValueError("a sentence-embedding text encoder has no vision tower: image-to-video needs T5Gemma2")
 
-    def to(self, device: str | torch.device) -> SentenceTextEncoder:
-        self.encoder.to(device)
-        return self
 
-
-class T5Gemma2TextEncoder:
-    def __init__(self, tokenizer, encoder, image_processor=None, max_length: int = 512) -> None:
-        self.tokenizer = tokenizer
-        self.encoder = encoder.eval().requires_grad_(False)
-        self.image_processor = image_processor
-        self.max_length = max_length
-
+class T5Gemma2TextEncoder(_FrozenEncoder):
     @classmethod
     def from_pretrained(
         cls, root: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", max_length=512
@@ -105,14 +103,6 @@ class T5Gemma2TextEncoder:
         if (root / "feature_extractor" / "preprocessor_config.json").is_file():
             processor = SiglipImageProcessor.from_pretrained(root / "feature_extractor")
         return cls(tokenizer, encoder, processor, max_length)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.encoder.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.encoder.parameters()).dtype
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
@@ -143,7 +133,3 @@ class T5Gemma2TextEncoder:
         )
         pixels = pixels.to(device=self.device, dtype=self.dtype)
         return self.encoder.vision_tower(**pixels).last_hidden_state
-
-    def to(self, device: str | torch.device) -> T5Gemma2TextEncoder:
-        self.encoder.to(device)
-        return self
