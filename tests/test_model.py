@@ -236,3 +236,22 @@ def test_extra_trailing_padding_changes_nothing():
     padded["encoder_attention_mask"] = torch.cat([inputs["encoder_attention_mask"], torch.zeros(2, 40)], dim=1)
     with torch.no_grad():
         torch.testing.assert_close(model(**padded).velocity, model(**inputs).velocity, rtol=1e-5, atol=1e-5)
+
+
+def test_sample_prediction_returns_the_velocity_of_its_x0():
+    velocity_model = _perturbed()
+    sample_model = MotifVideoTransformer(velocity_model.cfg.replace(prediction="sample"))
+    sample_model.load_state_dict(velocity_model.state_dict())
+    inputs = make_inputs(frames=5, height=8, width=6)
+    inputs["timestep"] = torch.tensor([300.0, 10.0])
+    with torch.no_grad():
+        x0 = velocity_model(**inputs).velocity  # the same last layer, read as x0
+        velocity = sample_model(**inputs).velocity
+    x_t = inputs["hidden_states"][:, :16]
+    torch.testing.assert_close(velocity[0], (x_t[0] - x0[0]) / 0.3)
+    torch.testing.assert_close(velocity[1], (x_t[1] - x0[1]) / 0.05)  # 1/t capped at t = 0.05
+    config = sample_model.cfg.to_diffusers()
+    assert config["prediction"] == "sample" and "prediction" not in velocity_model.cfg.to_diffusers()
+    assert type(sample_model.cfg).from_diffusers(config) == sample_model.cfg
+    with pytest.raises(ValueError, match="prediction must be 'velocity' or 'sample'"):
+        velocity_model.cfg.replace(prediction="noise")

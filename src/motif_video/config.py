@@ -50,6 +50,10 @@ class TransformerConfig:
     # design, original checkpoint layout); "separate": its own Q/K/V/out (diffusers 0.42 layout).
     cross_attention_kv: CrossAttentionKV = "shared"
     eps: float = 1e-6  # LayerNorm and QK RMSNorm epsilon inside the blocks
+    # What the last layer predicts: "velocity" (the released model) or "sample", the clean latents x0,
+    # returned as the velocity (x_t - x0) / t so that sampler and loss stay the same (Li & He 2025,
+    # "Back to Basics": a small model need not reproduce the noise; the embedded model uses it).
+    prediction: Literal["velocity", "sample"] = "velocity"
 
     def __post_init__(self) -> None:
         positive = {
@@ -86,6 +90,8 @@ class TransformerConfig:
             )
         if not self.rope_theta > 0:
             raise ValueError(f"TransformerConfig.rope_theta must be > 0, got {self.rope_theta!r}")
+        if self.prediction not in ("velocity", "sample"):
+            raise ValueError(f"TransformerConfig.prediction must be 'velocity' or 'sample', got {self.prediction!r}")
         if self.cross_attention_kv not in ("shared", "separate"):
             raise ValueError(
                 f"TransformerConfig.cross_attention_kv must be 'shared' or 'separate', got {self.cross_attention_kv!r}"
@@ -151,6 +157,8 @@ class TransformerConfig:
         out["norm_type"] = "layer_norm"
         if self.cross_attention_kv == "shared":
             out["text_cross_attention_kv"] = "shared"
+        if self.prediction != "velocity":
+            out["prediction"] = self.prediction  # ours only: diffusers' class predicts the velocity
         return out
 
     @classmethod
@@ -178,6 +186,7 @@ class TransformerConfig:
         values["num_single_blocks"] = num_single_layers - values["num_decoder_blocks"]
         values["rope_axes_dim"] = tuple(values["rope_axes_dim"])
         values["cross_attention_kv"] = d.get("text_cross_attention_kv", "separate")
+        values["prediction"] = d.get("prediction", "velocity")
         return cls(**values)
 
 
@@ -205,6 +214,7 @@ _DIFFUSERS_EXTRA_KEYS = {
     "qk_norm",
     "norm_type",
     "text_cross_attention_kv",
+    "prediction",
     "pooled_projection_dim",
     "base_latent_size",
 }

@@ -50,6 +50,9 @@ class TransformerOutput:
     features: dict[int, Tensor] = field(default_factory=dict)
 
 
+SAMPLE_PREDICTION_MIN_T = 0.05  # "sample" prediction: 1/t is capped near t = 0
+
+
 class MotifVideoTransformer(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
@@ -222,7 +225,12 @@ class MotifVideoTransformer(nn.Module):
             if index in capture:
                 features[index] = x
 
-        return TransformerOutput(self._unpatchify(self.final_layer(x, c), grid), features)
+        out = self._unpatchify(self.final_layer(x, c), grid)
+        if cfg.prediction == "sample":  # x0 predicted; the velocity of x_t = (1 - t) x0 + t noise is (x_t - x0) / t
+            t = (timestep.expand(batch) if timestep.dim() == 0 else timestep).to(out.dtype) / 1000
+            x_t = hidden_states[:, : cfg.out_channels].to(out.dtype)
+            out = (x_t - out) / t.clamp(min=SAMPLE_PREDICTION_MIN_T).view(-1, 1, 1, 1, 1)
+        return TransformerOutput(out, features)
 
     def _run(self, block: nn.Module, x: Tensor, context: Tensor, inputs: BlockInputs) -> tuple[Tensor, Tensor]:
         if self.activation_checkpointing and torch.is_grad_enabled():

@@ -28,7 +28,8 @@ def build_shapes_data(cfg, is_main: bool = True, progress: bool = True) -> Path:
     PATH/latents. Only the main process builds; the others wait at the caller's barrier."""
     root = Path(cfg.data.path)
     world = cfg.world
-    recipe = {"world": asdict(world), "autoencoder": asdict(cfg.autoencoder)}
+    autoencoder = {k: v for k, v in asdict(cfg.autoencoder).items() if k != "path" or v}  # unset path: not recorded
+    recipe = {"world": asdict(world), "autoencoder": autoencoder}
     recipe_file = root / "recipe.json"
     if recipe_file.is_file() and json.loads(recipe_file.read_text()) != recipe:
         raise ValueError(
