@@ -331,6 +331,13 @@ def _add_generate(sub) -> None:
         help="keep models in CPU memory and move each to the device only while it runs",
     )
     p.add_argument("--vae-tiling", action="store_true", help="decode in tiles (less memory for large videos)")
+    p.add_argument(
+        "--cache-threshold",
+        type=float,
+        default=None,
+        help="step caching: reuse the last prediction while the model's modulated input changed less than this "
+        "in total (TeaCache-style; 0.05-0.2 trade quality for speed; default: off)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -377,6 +384,8 @@ def _generate(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".mp4":
         raise UsageError(f"--out must name an .mp4 file, got {out}")
     check_writable(out)
+    if args.cache_threshold is not None and not args.cache_threshold >= 0:
+        raise UsageError(f"--cache-threshold must be >= 0, got {args.cache_threshold}")
     if args.batch < 1:
         raise UsageError(f"--batch must be >= 1, got {args.batch}")
     if args.fps < 1:
@@ -413,6 +422,7 @@ def _generate(args: argparse.Namespace) -> int:
         shift=args.shift,
         seed=args.seed,
         progress=not args.quiet,
+        cache_threshold=args.cache_threshold,
     )
     videos = result.uint8()
     outputs = [out] if args.batch == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(args.batch)]
@@ -442,6 +452,9 @@ def _generate(args: argparse.Namespace) -> int:
             seconds=time.time() - started,
             command=["motif-video", *sys.argv[1:]],
         )
+        if pipe.last_cache is not None:
+            cache = pipe.last_cache
+            record["cache"] = {"threshold": cache.threshold, "computed": cache.computed, "reused": cache.reused}
         write_json(record, path.with_suffix(".json"))
         print(f"wrote {path} ({args.frames} frames, {args.width}x{args.height}, {args.fps} fps)")
     return 0

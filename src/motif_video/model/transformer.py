@@ -38,6 +38,7 @@ from motif_video.model.layers import (
     PatchEmbed3D,
     RotaryEmbedding3D,
     TimestepEmbedder,
+    layer_norm,
 )
 from motif_video.model.routing import Route
 
@@ -231,6 +232,15 @@ class MotifVideoTransformer(nn.Module):
             x_t = hidden_states[:, : cfg.out_channels].to(out.dtype)
             out = (x_t - out) / t.clamp(min=SAMPLE_PREDICTION_MIN_T).view(-1, 1, 1, 1, 1)
         return TransformerOutput(out, features)
+
+    @torch.no_grad()
+    def modulated_input(self, hidden_states: Tensor, timestep: Tensor) -> Tensor:
+        """What the first block sees of the video: the patch tokens, normalised and modulated by
+        the timestep (the cheap change indicator of step caching, sampling/cache.py)."""
+        batch = hidden_states.shape[0]
+        c = self.time_embed(timestep.expand(batch) if timestep.dim() == 0 else timestep)
+        first = self.dual_blocks[0].video_mod if self.dual_blocks else self.single_blocks[0].modulation
+        return first(c)[0].modulate(layer_norm(self.patch_embed(hidden_states), self.cfg.eps))
 
     def _run(self, block: nn.Module, x: Tensor, context: Tensor, inputs: BlockInputs) -> tuple[Tensor, Tensor]:
         if self.activation_checkpointing and torch.is_grad_enabled():

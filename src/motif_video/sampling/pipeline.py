@@ -28,6 +28,7 @@ from motif_video.model.checkpoint_io import load_transformer
 from motif_video.model.text_encoder import T5Gemma2TextEncoder, load_text_encoder
 from motif_video.model.transformer import MotifVideoTransformer
 from motif_video.model.vae import PatchAutoencoder, VideoAutoencoder, load_autoencoder
+from motif_video.sampling.cache import StepCache
 from motif_video.sampling.guidance import Guidance, GuidanceConfig
 from motif_video.sampling.sampler import Conditioning, sample
 from motif_video.sampling.schedule import load_scheduler, set_timesteps
@@ -77,6 +78,7 @@ class MotifVideoPipeline:
         self.device = torch.device(device)
         self.offload = offload  # keep models on the CPU and move each to the device only while used
         self.source: str | None = None
+        self.last_cache: StepCache | None = None  # the last call's step cache (its counts)
 
     @classmethod
     def from_pretrained(
@@ -130,11 +132,14 @@ class MotifVideoPipeline:
         generators: list[torch.Generator] | None = None,
         progress: bool = True,
         on_step=None,
+        cache_threshold: float | None = None,
     ) -> GenerationOutput:
         """Generate one video per prompt.
 
         image: the first frame for image-to-video, [3, H, W] in [-1, 1] at the output size
         (`load_image` makes one). `generators` (one per video) override `seed`.
+        `cache_threshold`: step caching (sampling/cache.py), off when None; `self.last_cache` keeps
+        its counts.
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         self.check_request(prompts, height, width, frames, steps)
@@ -185,6 +190,8 @@ class MotifVideoPipeline:
             negative_mask=None if negative is None else negative[1].to(self.device),
             image_tokens=None if image_tokens is None else image_tokens.to(self.device),
         )
+        cache = None if cache_threshold is None else StepCache(cache_threshold)
+        self.last_cache = cache
         with self._on_device(self.transformer):
             latents = sample(
                 self.transformer,
@@ -195,6 +202,7 @@ class MotifVideoPipeline:
                 Guidance(guidance),
                 progress=progress,
                 on_step=on_step,
+                cache=cache,
             )
 
         # 5. Decode, one video at a time (the VAE's memory grows with the batch).

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from motif_video.sampling.cache import StepCache
 from motif_video.sampling.guidance import Guidance
 
 
@@ -37,9 +38,10 @@ def sample(
     guidance: Guidance,
     progress: bool = True,
     on_step: Callable[[int, int], None] | None = None,
+    cache: StepCache | None = None,
 ) -> Tensor:
     """Run the loop; returns the final latents. `on_step(i, n)` is called after every step
-    (progress displays, cancellation: raise from it to stop)."""
+    (progress displays, cancellation: raise from it to stop). `cache`: step caching (cache.py)."""
     c = conditioning
     two = guidance.config.active
     if two:
@@ -53,7 +55,13 @@ def sample(
     for i, t in enumerate(tqdm(timesteps, desc="denoising", disable=not progress)):
         x = torch.cat([latents, latents]) if two else latents
         x = torch.cat([x, condition], dim=1).to(dtype)
-        velocity = transformer(x, t.expand(x.shape[0]), text, mask, image).velocity
+        velocity = None
+        if cache is not None:
+            velocity = cache.lookup(transformer.modulated_input(x, t.expand(x.shape[0])), i, len(timesteps))
+        if velocity is None:
+            velocity = transformer(x, t.expand(x.shape[0]), text, mask, image).velocity
+            if cache is not None:
+                cache.store(velocity)
         cond, uncond = velocity.chunk(2) if two else (velocity, None)
         latents = scheduler.step(guidance(cond, uncond), t, latents, return_dict=False)[0]
         if on_step is not None:
