@@ -331,6 +331,13 @@ def _add_generate(sub) -> None:
         help="keep models in CPU memory and move each to the device only while it runs",
     )
     p.add_argument("--vae-tiling", action="store_true", help="decode in tiles (less memory for large videos)")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="weight-only int8 block projections (torchao)")
+    p.add_argument(
+        "--gguf",
+        default=None,
+        help="load the transformer from this GGUF file (official key names; quantized layers stay quantized, "
+        "dequantized one layer at a time); the other components come from --weights",
+    )
     p.add_argument(
         "--cache-threshold",
         type=float,
@@ -401,8 +408,16 @@ def _generate(args: argparse.Namespace) -> int:
         raise UsageError("--dtype float16 is not supported on the CPU; use float32 or bfloat16")
 
     started = time.time()
+    if args.gguf is not None and not Path(args.gguf).is_file():
+        raise UsageError(f"--gguf file {args.gguf} does not exist")
     pipe = MotifVideoPipeline.from_pretrained(
-        weights, dtype=dtype, device=device, offload=args.offload, vae_tiling=args.vae_tiling
+        weights,
+        dtype=dtype,
+        device=device,
+        offload=args.offload,
+        vae_tiling=args.vae_tiling,
+        quantize=args.quantize,
+        gguf=args.gguf,
     )
     guidance = pipe.guidance
     if args.guidance is not None or args.guidance_scale is not None:

@@ -89,12 +89,30 @@ class MotifVideoPipeline:
         device: str | torch.device = "cpu",
         offload: bool = False,
         vae_tiling: bool = False,
+        quantize: str | None = None,
+        gguf: str | Path | None = None,
     ) -> MotifVideoPipeline:
-        """Load every component from a pipeline directory in the official layout."""
+        """Load every component from a pipeline directory in the official layout.
+
+        quantize="int8": the transformer's block projections in weight-only int8 (torchao);
+        gguf: the transformer from this GGUF file instead (its quantized layers stay quantized)."""
         root = Path(root)
         check_weights_dir(root)
         home = "cpu" if offload else device
-        transformer = load_transformer(root / "transformer", dtype=dtype, device=home)
+        if gguf is not None:
+            from motif_video.model.checkpoint_io import read_config
+            from motif_video.model.quantized import load_gguf_transformer
+
+            config = read_config(root / "transformer")[0]
+            transformer = load_gguf_transformer(gguf, config, dtype=dtype, device=home)
+        else:
+            transformer = load_transformer(root / "transformer", dtype=dtype, device=home)
+        if quantize == "int8":
+            from motif_video.model.quantized import quantize_int8
+
+            transformer = quantize_int8(transformer)
+        elif quantize is not None:
+            raise ValueError(f"unknown quantization {quantize!r}; choose 'int8' (or load a GGUF file)")
         vae = load_autoencoder(root / "vae", dtype=dtype, device=home)
         if vae_tiling and isinstance(vae, VideoAutoencoder):  # the patch autoencoder needs no tiling
             vae.vae.enable_tiling()
