@@ -52,6 +52,8 @@ def sample(
     else:
         text, mask, image, condition = c.text, c.text_mask, c.image_tokens, c.condition
     dtype = next(transformer.parameters()).dtype
+    text = text.to(dtype)  # the conditioning in the transformer's dtype, whatever the encoders ran in
+    image = None if image is None else image.to(dtype)
     for i, t in enumerate(tqdm(timesteps, desc="denoising", disable=not progress)):
         x = torch.cat([latents, latents]) if two else latents
         x = torch.cat([x, condition], dim=1).to(dtype)
