@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from motif_video.config import TransformerConfig
 from motif_video.model.attention import AttentionProbe, attention, split_heads
+from motif_video.model.context_parallel import ContextParallel
 from motif_video.model.layers import MLP, AdaLNModulation, apply_rope, layer_norm, pad_rope
 
 
@@ -40,9 +41,18 @@ class BlockInputs:
     num_image_tokens: int  # M: image tokens at the front of the text stream (not cross-attended)
     backend: str  # attention backend, see model/attention.py
     probe: AttentionProbe | None = None  # analysis of the joint attention (eval), see model/attention.py
+    parallel: ContextParallel | None = None  # the video sequence split over processes (sampling)
+    context_sharded: bool = False  # the second stream is split too (the decoder's encoder output)
 
     def with_video_tokens(self, rope: tuple[Tensor, Tensor], joint_mask: Tensor | None) -> BlockInputs:
         return replace(self, rope=rope, joint_mask=joint_mask)
+
+    def joint_attention(self, q: Tensor, k: Tensor, v: Tensor, length: int) -> Tensor:
+        """Attention over [first stream (`length` tokens) ; second stream], on one process or split."""
+        if self.parallel is None:
+            return attention(q, k, v, self.joint_mask, self.backend, self.probe)
+        segments = [(length, True), (q.shape[2] - length, self.context_sharded)]
+        return self.parallel.attention(q, k, v, self.joint_mask, segments, self.backend)
 
 
 class QKV(nn.Module):
@@ -167,15 +177,10 @@ class DualStreamBlock(nn.Module):
         qv, kv, vv = self.video_attn(x_norm)
         qt, kt, vt = self.text_attn(text_norm)
         qv, kv = apply_rope(qv, inputs.rope), apply_rope(kv, inputs.rope)
-        out = attention(
-            torch.cat([qv, qt], dim=2),
-            torch.cat([kv, kt], dim=2),
-            torch.cat([vv, vt], dim=2),
-            inputs.joint_mask,
-            inputs.backend,
-            inputs.probe,
-        )  # [B, L+S, D]
         length = x_norm.shape[1]
+        out = inputs.joint_attention(
+            torch.cat([qv, qt], dim=2), torch.cat([kv, kt], dim=2), torch.cat([vv, vt], dim=2), length
+        )  # [B, L+S, D]
         return self.video_attn_out(out[:, :length]), self.text_attn_out(out[:, length:])
 
 
@@ -224,7 +229,7 @@ class SingleStreamBlock(nn.Module):
         # RoPE on the x part only: the context positions get the identity rotation (cos 1, sin 0),
         # which is exact and spares slicing and re-concatenating Q and K.
         rope = pad_rope(inputs.rope, h_norm.shape[1] - length)
-        attn = attention(apply_rope(q, rope), apply_rope(k, rope), v, inputs.joint_mask, inputs.backend, inputs.probe)
+        attn = inputs.joint_attention(apply_rope(q, rope), apply_rope(k, rope), v, length)
         if self.cross_attn is None:
             return attn
         text_start = length + inputs.num_image_tokens

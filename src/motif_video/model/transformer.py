@@ -30,6 +30,7 @@ from torch.utils.checkpoint import checkpoint
 from motif_video.config import TransformerConfig
 from motif_video.model.attention import AttentionProbe, check_backend
 from motif_video.model.blocks import BlockInputs, DualStreamBlock, SingleStreamBlock
+from motif_video.model.context_parallel import ContextParallel
 from motif_video.model.layers import (
     MLP,
     AdaLNModulation,
@@ -80,6 +81,7 @@ class MotifVideoTransformer(nn.Module):
 
         # Run-time switches, not architecture: they change neither parameters nor outputs.
         self.attention_backend = "sdpa"
+        self.parallel: ContextParallel | None = None  # set to split the video tokens over processes
         self.activation_checkpointing = False
 
     # -- initialisation ---------------------------------------------------------------------
@@ -171,16 +173,29 @@ class MotifVideoTransformer(nn.Module):
             num_image_tokens = image.shape[1]
             if text_valid is not None:
                 text_valid = F.pad(text_valid, (num_image_tokens, 0), value=True)
+        cp = self.parallel
+        joint_mask, decoder_mask = _joint_mask(text_valid, num_tokens), None
+        if cp is not None:  # this process keeps its share of the video tokens (model/context_parallel.py)
+            if route is not None or probe is not None or capture:
+                raise ValueError("context parallelism is for sampling: no routing, capture or probe")
+            x, rope = cp.shard(x), tuple(cp.shard(r, dim=0) for r in rope)
+            if cp.shard_length(num_tokens) * cp.size != num_tokens:  # padded (the same answer on every rank)
+                valid = cp.valid(num_tokens, x.device)
+                joint_mask = _joint_mask(text_valid, len(valid), valid, batch, text.shape[1])
+                decoder_mask = torch.cat([valid, valid]).expand(batch, 1, 1, -1)
+            else:
+                joint_mask = _joint_mask(text_valid, x.shape[1])
         decoder_x = x  # the DDT decoder starts again from the fresh patch tokens
 
         inputs = BlockInputs(
             c=c,
             rope=rope,
-            joint_mask=_joint_mask(text_valid, num_tokens),
+            joint_mask=joint_mask,
             text_mask=None if text_valid is None else text_valid[:, None, None, num_image_tokens:],
             num_image_tokens=num_image_tokens,
             backend=self.attention_backend,
             probe=probe,
+            parallel=cp,
         )
         routed = (
             inputs
@@ -204,7 +219,9 @@ class MotifVideoTransformer(nn.Module):
                 features[index] = x
 
         # 3. DDT decoder: [decoder tokens ; encoder output], no text, no mask, RoPE on the first part.
-        decoder_inputs = BlockInputs(c, rope, None, None, 0, self.attention_backend, probe)
+        decoder_inputs = BlockInputs(
+            c, rope, decoder_mask, None, 0, self.attention_backend, probe, parallel=cp, context_sharded=True
+        )
         decoder_routed = (
             decoder_inputs if route is None else decoder_inputs.with_video_tokens(route.gather_rope(rope), None)
         )
@@ -226,7 +243,10 @@ class MotifVideoTransformer(nn.Module):
             if index in capture:
                 features[index] = x
 
-        out = self._unpatchify(self.final_layer(x, c), grid)
+        out = self.final_layer(x, c)
+        if cp is not None:
+            out = cp.gather(out, num_tokens)
+        out = self._unpatchify(out, grid)
         if cfg.prediction == "sample":  # x0 predicted; the velocity of x_t = (1 - t) x0 + t noise is (x_t - x0) / t
             t = (timestep.expand(batch) if timestep.dim() == 0 else timestep).to(out.dtype) / 1000
             x_t = hidden_states[:, : cfg.out_channels].to(out.dtype)
@@ -317,11 +337,22 @@ def _trim_padding(text: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | N
     return text[:, :length], valid[:, :length]
 
 
-def _joint_mask(text_valid: Tensor | None, num_video_tokens: int) -> Tensor | None:
-    """[B, S] text validity -> [B, 1, 1, L+S] joint-attention key mask (video keys always valid)."""
+def _joint_mask(
+    text_valid: Tensor | None,
+    num_video_tokens: int,
+    video_valid: Tensor | None = None,
+    batch: int = 1,
+    num_text_tokens: int = 0,
+) -> Tensor | None:
+    """[B, S] text validity (+ [L] video validity, padding of a context-parallel shard) ->
+    [B, 1, 1, L+S] joint-attention key mask; None when every key is valid."""
+    if video_valid is None:
+        if text_valid is None:
+            return None
+        return F.pad(text_valid, (num_video_tokens, 0), value=True)[:, None, None, :]
     if text_valid is None:
-        return None
-    return F.pad(text_valid, (num_video_tokens, 0), value=True)[:, None, None, :]
+        text_valid = torch.ones(batch, num_text_tokens, dtype=torch.bool, device=video_valid.device)
+    return torch.cat([video_valid.expand(text_valid.shape[0], -1), text_valid], dim=1)[:, None, None, :]
 
 
 def _xavier_(weight: Tensor, generator: torch.Generator | None) -> None:
