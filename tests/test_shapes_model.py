@@ -84,7 +84,7 @@ def test_shapes_data_is_reused_and_guarded(tmp_path):
     # other world settings on the same folder: refused, naming the folder
     with pytest.raises(ValueError, match="other \\[world\\]"):
         train(tiny_shapes_config(tmp_path, "world.clips=13"), progress=False)
-    with pytest.raises(ValueError, match="text.encoder = 'word'"):
+    with pytest.raises(ValueError, match="set text.encoder to word, sentence or t5gemma2"):
         tiny_shapes_config(tmp_path, "text.encoder='precomputed'")
 
 
