@@ -365,6 +365,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     import torch
 
+    from motif_video import distributed
     from motif_video.embedded import embedded_weights
     from motif_video.media import write_contact_sheet, write_gif, write_json, write_mp4
     from motif_video.sampling.pipeline import (
@@ -397,7 +398,10 @@ def _generate(args: argparse.Namespace) -> int:
         raise UsageError(f"--batch must be >= 1, got {args.batch}")
     if args.fps < 1:
         raise UsageError(f"--fps must be >= 1, got {args.fps}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    world = None
+    if distributed.launched():  # torchrun: the video tokens are split over the processes (context parallel)
+        world = distributed.init()
+    device = args.device or (str(world.device) if world else "cuda" if torch.cuda.is_available() else "cpu")
     try:
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as e:
@@ -419,6 +423,13 @@ def _generate(args: argparse.Namespace) -> int:
         quantize=args.quantize,
         gguf=args.gguf,
     )
+    if world is not None:
+        from motif_video.model.context_parallel import ContextParallel
+
+        heads = pipe.transformer.cfg.num_heads
+        if heads % world.size:
+            raise UsageError(f"{heads} attention heads do not split over {world.size} processes; use a divisor")
+        pipe.transformer.parallel = ContextParallel.over_world(torch.device(device).type)
     guidance = pipe.guidance
     if args.guidance is not None or args.guidance_scale is not None:
         guidance = guidance.with_kind(args.guidance or guidance.kind, args.guidance_scale)
@@ -439,6 +450,10 @@ def _generate(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         cache_threshold=args.cache_threshold,
     )
+    if world is not None:
+        distributed.shutdown()
+        if not world.is_main:  # every process made the same video; the first writes it
+            return 0
     videos = result.uint8()
     outputs = [out] if args.batch == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(args.batch)]
     for i, (frames, path) in enumerate(zip(videos, outputs, strict=True)):
@@ -467,6 +482,8 @@ def _generate(args: argparse.Namespace) -> int:
             seconds=time.time() - started,
             command=["motif-video", *sys.argv[1:]],
         )
+        if world is not None:
+            record["context_parallel"] = world.size
         if pipe.last_cache is not None:
             cache = pipe.last_cache
             record["cache"] = {"threshold": cache.threshold, "computed": cache.computed, "reused": cache.reused}

@@ -21,6 +21,11 @@ class World:
         return self.rank == 0
 
 
+def launched() -> bool:
+    """Whether torchrun started this process as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def init() -> World:
     """Join the process group torchrun describes (NCCL on GPUs, gloo on CPUs), or run alone."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
