@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     analyze.add_argument("what", choices=["attention"])
-    analyze.add_argument("--weights", required=True, help="pipeline directory")
+    analyze.add_argument("--weights", default=None, help="pipeline directory (default: the embedded model)")
     analyze.add_argument(
         "--prompt", required=True, help="the text condition (and the video to generate, without --video)"
     )
@@ -682,7 +682,9 @@ def _analyze(args: argparse.Namespace) -> int:
 
     if not 0 <= args.t <= 1:
         raise UsageError(f"--t must be a flow time in [0, 1], got {args.t}")
-    weights = Path(args.weights)
+    from motif_video.embedded import embedded_weights
+
+    weights = Path(args.weights) if args.weights else embedded_weights()
     check_weights_dir(weights)
     validate_request([args.prompt], args.height, args.width, args.frames, args.steps, *request_factors(weights))
     out = Path(args.out)
