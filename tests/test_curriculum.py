@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from motif_video.cli import main
 from motif_video.random_weights import build_curriculum_parts
@@ -91,3 +92,17 @@ def test_micro_curriculum_runs_every_transition_resumes_and_generates(tmp_path, 
     assert pipe.transformer.cfg.cross_attention_single and pipe.transformer.cfg.text_dim == 32
     video = pipe("a red circle moves up", height=80, width=80, frames=17, steps=2, progress=False).frames
     assert video.shape == (1, 17, 80, 80, 3)
+
+
+def test_interleave_pattern_makes_image_steps_from_video_batches():
+    from motif_video.training.train import first_frames, step_kind
+
+    cfg = curriculum.load(CONFIGS / "micro-curriculum")[2].cfg  # 03: pattern IVV on 9-frame clips
+    assert [step_kind(cfg, s) for s in range(6)] == ["I", "V", "V", "I", "V", "V"]
+    video = {"latents": torch.randn(2, 16, 3, 4, 4), "captions": ["a", "b"], "video": torch.randn(2, 3, 9, 16, 16)}
+    image = first_frames(video)
+    assert image["latents"].shape == (2, 16, 1, 4, 4) and torch.equal(
+        image["latents"][:, :, 0], video["latents"][:, :, 0]
+    )
+    assert image["video"].shape == (2, 3, 1, 16, 16) and image["captions"] == ["a", "b"]
+    assert step_kind(curriculum.load(CONFIGS / "micro-curriculum")[0].cfg.__class__(), 0) is None  # not a stage

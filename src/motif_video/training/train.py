@@ -183,6 +183,20 @@ def merged_weights(named: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+def step_kind(cfg: TrainConfig, step: int) -> str | None:
+    """"I" (an image batch) or "V" (a video batch) from a curriculum stage's interleave pattern."""
+    return cfg.stage.interleave[step % len(cfg.stage.interleave)] if cfg.stage.name else None
+
+
+def first_frames(batch: dict) -> dict:
+    """An image batch from a video batch: the first latent frame (the causal VAE encodes the first
+    frame alone, so it is that frame's image latent), and the first pixel frame for REPA."""
+    out = {**batch, "latents": batch["latents"][:, :, :1]}
+    if "video" in batch:
+        out["video"] = batch["video"][:, :, :1]
+    return out
+
+
 def caption_variant(caption: str, probabilities: tuple[float, float, float], generator: torch.Generator) -> str:
     """The long caption, a short one (its first clause) or a truncated one (cut after a random word),
     with the given probabilities (the report's 0.5 / 0.3 / 0.2 in its curriculum)."""
@@ -208,6 +222,8 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
     transformer = state.model.transformer
     model_cfg = transformer.cfg
     batch = state.data.batch(step, cfg.data.batch_size, world.rank, world.size)
+    if step_kind(cfg, step) == "I" and batch["latents"].shape[2] > 1:
+        batch = first_frames(batch)
     x0 = batch["latents"]
     b, z, frames, height, width = x0.shape
     first = world.rank * b  # global index of this rank's first sample
