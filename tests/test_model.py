@@ -255,3 +255,26 @@ def test_sample_prediction_returns_the_velocity_of_its_x0():
     assert type(sample_model.cfg).from_diffusers(config) == sample_model.cfg
     with pytest.raises(ValueError, match="prediction must be 'velocity' or 'sample'"):
         velocity_model.cfg.replace(prediction="noise")
+
+
+def test_half_precision_keeps_the_conditioning_path_in_float32(tmp_path):
+    from motif_video import load_transformer, save_transformer
+
+    model = _perturbed()
+    save_transformer(model, tmp_path / "t")
+    half = load_transformer(tmp_path / "t", dtype=torch.bfloat16)
+    kept = half.float32_modules()
+    assert "time_embed" in kept and "dual_blocks.0.video_mod" in kept and "single_blocks.0.modulation" in kept
+    for name, p in half.named_parameters():
+        expected = torch.float32 if any(name.startswith(k + ".") for k in kept) else torch.bfloat16
+        assert p.dtype == expected, name
+    # the float32 copies are the checkpoint's values, not bfloat16-rounded ones
+    torch.testing.assert_close(half.time_embed.fc1.weight, model.time_embed.fc1.weight, rtol=0, atol=0)
+    inputs = make_inputs()
+    with torch.no_grad():
+        reference = model(**inputs).velocity
+        out = half(
+            **{k: v.bfloat16() if torch.is_floating_point(v) and k != "timestep" else v for k, v in inputs.items()}
+        ).velocity
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - reference).abs().max() < 0.05 * reference.abs().max()

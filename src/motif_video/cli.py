@@ -865,7 +865,9 @@ def _convert(args: argparse.Namespace) -> int:
     if args.max_shard_gb <= 0:
         raise UsageError(f"--max-shard-gb must be > 0, got {args.max_shard_gb}")
     dtype = getattr(torch, args.dtype) if args.dtype else None
-    model = load_transformer(args.source, dtype=dtype, config=get_preset(args.preset))
+    model = load_transformer(args.source, config=get_preset(args.preset))
+    if dtype is not None:  # every tensor of the written checkpoint in the asked dtype
+        model.to(dtype)
     out = save_transformer(model, args.output, max_shard_bytes=int(args.max_shard_gb * 1e9))
     print(f"wrote {out} ({model.num_parameters():,} parameters, cross-attention kv={model.cfg.cross_attention_kv})")
     return 0

@@ -144,8 +144,8 @@ class DualStreamBlock(nn.Module):
 
     def forward(self, x: Tensor, text: Tensor, inputs: BlockInputs) -> tuple[Tensor, Tensor]:
         """x [B, L, D] video, text [B, S, D] -> same shapes."""
-        video_msa, video_ffn = self.video_mod(inputs.c)
-        text_msa, text_ffn = self.text_mod(inputs.c)
+        video_msa, video_ffn = self.video_mod(inputs.c, x.dtype)
+        text_msa, text_ffn = self.text_mod(inputs.c, text.dtype)
         x_norm = video_msa.modulate(layer_norm(x, self.eps))
         text_norm = text_msa.modulate(layer_norm(text, self.eps))
 
@@ -213,7 +213,7 @@ class SingleStreamBlock(nn.Module):
         """x [B, L, D], context [B, S, D] -> same shapes."""
         length = x.shape[1]
         h = torch.cat([x, context], dim=1)  # [B, L+S, D]
-        (mod,) = self.modulation(inputs.c)
+        (mod,) = self.modulation(inputs.c, x.dtype)
         h_norm = mod.modulate(layer_norm(h, self.eps))
         attn = self.attention(h_norm, length, inputs)  # [B, L+S, D]
         mlp = F.gelu(self.mlp_in(h_norm), approximate="tanh")  # GELU at once frees the pre-activation

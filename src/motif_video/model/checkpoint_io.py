@@ -197,7 +197,8 @@ def load_transformer(
       `diffusion_pytorch_model.safetensors` or its shards and index, in either key layout;
     - a single `.safetensors` file in either key layout: numbers that the tensors cannot show
       (head size, decoder depth, RoPE) come from `config`, by default the `motif-video-2b` preset.
-    `dtype` converts the weights (default: keep the checkpoint's dtype).
+    `dtype` converts the weights (default: keep the checkpoint's dtype); half precision keeps the
+    timestep embedder and the adaLN modulation in float32.
     """
     cfg, files, prefix = read_config(path, config)
     official = {}
@@ -205,11 +206,15 @@ def load_transformer(
         with safe_open(str(file), framework="pt") as f:
             for key in f.keys():
                 t = f.get_tensor(key)
-                official[key[len(prefix) :]] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
+                official[key[len(prefix) :]] = t
     state = from_official(cfg, official)
     with torch.device("meta"):
         model = MotifVideoTransformer(cfg)
     model.load_state_dict(state, strict=True, assign=True)
+    if dtype in (torch.bfloat16, torch.float16):
+        model.to_half(dtype)  # the conditioning path stays float32 (model/layers.py, numerics)
+    elif dtype is not None:
+        model.to(dtype)
     return model.to(device).eval()
 
 

@@ -6,8 +6,11 @@ S text (+ image) tokens, D hidden, N heads, Dh head dim.
 Numerics (the one place this is written down):
 - the timestep sinusoid is computed in float32 and cast to the embedder's dtype;
 - RoPE angles are computed in float64, stored as float32 cos/sin, and the rotation runs in float32;
-- everything else (modulation, norms, matmuls) runs in the parameters' dtype; PyTorch's
-  LayerNorm/RMSNorm kernels accumulate in float32 internally.
+- in a bfloat16 / float16 model (`MotifVideoTransformer.to_half`, applied by `load_transformer`),
+  the timestep embedder and every adaLN modulation keep float32 weights and compute in float32;
+  their results are cast to the activations' dtype where they are applied;
+- everything else (norms, matmuls) runs in the parameters' dtype; PyTorch's LayerNorm/RMSNorm
+  kernels accumulate in float32 internally.
 """
 
 from __future__ import annotations
@@ -101,9 +104,17 @@ class AdaLNModulation(nn.Module):
         self.n = n
         self.linear = nn.Linear(hidden, 3 * n * hidden)
 
-    def forward(self, c: Tensor) -> list[Modulation]:
-        params = self.linear(F.silu(c))[:, None, :].chunk(3 * self.n, dim=-1)  # 3n x [B, 1, D]
+    def forward(self, c: Tensor, dtype: torch.dtype | None = None) -> list[Modulation]:
+        """Computed in the layer's own dtype (float32 in a half-precision model, see
+        `MotifVideoTransformer.to_half`), returned in `dtype` (the activations')."""
+        params = self.linear(F.silu(c.to(param_dtype(self.linear))))[:, None, :].to(dtype or c.dtype)
+        params = params.chunk(3 * self.n, dim=-1)  # 3n x [B, 1, D]
         return [Modulation(*params[3 * i : 3 * i + 3]) for i in range(self.n)]
+
+
+def param_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype a layer computes in: its parameters' (a quantized layer's: its bias's)."""
+    return next(module.parameters()).dtype
 
 
 def layer_norm(x: Tensor, eps: float) -> Tensor:
@@ -121,7 +132,8 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(hidden, out_per_token)
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        scale, shift = self.modulation(F.silu(c))[:, None, :].chunk(2, dim=-1)  # scale first here
+        params = self.modulation(F.silu(c.to(param_dtype(self.modulation))))[:, None, :].to(x.dtype)
+        scale, shift = params.chunk(2, dim=-1)  # scale first here
         return self.linear(torch.addcmul(shift, layer_norm(x, self.eps), 1 + scale))
 
 

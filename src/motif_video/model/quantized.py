@@ -132,7 +132,7 @@ def load_gguf_transformer(
     def full(name: str) -> Tensor:
         t = tensors[name]
         shape = tuple(int(d) for d in reversed(t.shape))
-        return torch.from_numpy(np.array(dequantize(t.data, t.tensor_type)).reshape(shape)).to(dtype)
+        return torch.from_numpy(np.array(dequantize(t.data, t.tensor_type)).reshape(shape)).float()
 
     with torch.device("meta"):
         model = MotifVideoTransformer(cfg)
@@ -154,4 +154,8 @@ def load_gguf_transformer(
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if unexpected or [k for k in missing if k.rsplit(".", 1)[0] not in layers]:
         raise ValueError(f"GGUF load left keys unmatched: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if dtype in (torch.bfloat16, torch.float16):
+        model.to_half(dtype)  # the conditioning path stays float32, as load_transformer does
+    else:
+        model.to(dtype)
     return model.to(device).eval()

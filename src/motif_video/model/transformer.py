@@ -253,6 +253,25 @@ class MotifVideoTransformer(nn.Module):
             out = (x_t - out) / t.clamp(min=SAMPLE_PREDICTION_MIN_T).view(-1, 1, 1, 1, 1)
         return TransformerOutput(out, features)
 
+    def float32_modules(self) -> list[str]:
+        """The modules a half-precision model keeps in float32: the timestep embedder and the adaLN
+        modulation (small, and what the conditioning's precision rests on)."""
+        names = ["time_embed", "final_layer.modulation"]
+        return names + [n for n, m in self.named_modules() if isinstance(m, AdaLNModulation)]
+
+    def to_half(self, dtype: torch.dtype) -> MotifVideoTransformer:
+        """Cast to `dtype` (bfloat16 / float16) except `float32_modules`, which keep their current
+        values in float32; returns self."""
+        kept = {name: self.get_submodule(name) for name in self.float32_modules()}
+        originals = {
+            name: {k: v.detach().float().clone() for k, v in m.state_dict().items()} for name, m in kept.items()
+        }
+        self.to(dtype)
+        for name, module in kept.items():
+            module.float()
+            module.load_state_dict(originals[name])
+        return self
+
     @torch.no_grad()
     def modulated_input(self, hidden_states: Tensor, timestep: Tensor) -> Tensor:
         """What the first block sees of the video: the patch tokens, normalised and modulated by
@@ -260,7 +279,8 @@ class MotifVideoTransformer(nn.Module):
         batch = hidden_states.shape[0]
         c = self.time_embed(timestep.expand(batch) if timestep.dim() == 0 else timestep)
         first = self.dual_blocks[0].video_mod if self.dual_blocks else self.single_blocks[0].modulation
-        return first(c)[0].modulate(layer_norm(self.patch_embed(hidden_states), self.cfg.eps))
+        tokens = self.patch_embed(hidden_states)
+        return first(c, tokens.dtype)[0].modulate(layer_norm(tokens, self.cfg.eps))
 
     def _run(self, block: nn.Module, x: Tensor, context: Tensor, inputs: BlockInputs) -> tuple[Tensor, Tensor]:
         if self.activation_checkpointing and torch.is_grad_enabled():

@@ -184,7 +184,7 @@ def merged_weights(named: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def step_kind(cfg: TrainConfig, step: int) -> str | None:
-    """"I" (an image batch) or "V" (a video batch) from a curriculum stage's interleave pattern."""
+    """ "I" (an image batch) or "V" (a video batch) from a curriculum stage's interleave pattern."""
     return cfg.stage.interleave[step % len(cfg.stage.interleave)] if cfg.stage.name else None
 
 
