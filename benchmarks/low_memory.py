@@ -5,7 +5,8 @@ Q4_0 beside it:
 - 2B-shaped layers: the 2B preset cut to 2 dual + 2 single + 1 decoder blocks (its full width),
   random weights; one forward on a small video; PSNR of the velocity against bf16.
 - the embedded model: a generated video (same prompt, seed, steps); PSNR of the frames against bf16.
-Memory is the weights as stored (packed int8 / GGUF blocks plus their scales, the rest in bf16).
+Memory is the weights as stored (packed int8 / GGUF blocks plus their scales; the timestep embedder
+and adaLN modulation in float32 and the rest in bf16, as `load_transformer` keeps them).
 
     python benchmarks/low_memory.py
 """
@@ -35,10 +36,10 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
 
 def variants(model: MotifVideoTransformer, folder: Path):
     """(name, transformer) for bf16, int8, GGUF Q8_0, GGUF Q4_0 of a float32 `model`."""
-    yield "bf16", model.to(torch.bfloat16)
     int8 = MotifVideoTransformer(model.cfg)
     int8.load_state_dict(model.state_dict())
-    yield "int8 (torchao)", quantize_int8(int8.to(torch.bfloat16))
+    yield "bf16", model.to_half(torch.bfloat16)  # as load_transformer does: the conditioning path in float32
+    yield "int8 (torchao)", quantize_int8(int8.to_half(torch.bfloat16))
     for qtype in ("Q8_0", "Q4_0"):
         path = write_gguf(model.float(), folder / f"{qtype}.gguf", qtype)
         yield f"GGUF {qtype}", load_gguf_transformer(path, dtype=torch.bfloat16)
