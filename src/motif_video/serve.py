@@ -53,7 +53,7 @@ def presets_for(weights: Path) -> Presets:
     """The released model's sizes, or for a model with a manifest (the embedded one) its trained size
     and its landscape / portrait and longer variants."""
     defaults = manifest(weights).get("defaults", {})
-    multiple, temporal = request_factors(weights)
+    multiple, _ = request_factors(weights)
     if "height" not in defaults:
         sizes = {"832x480 (480p landscape)": (480, 832), "480x832 (480p portrait)": (832, 480)}
         sizes["624x624 (square)"] = (624, 624)
@@ -72,7 +72,6 @@ def presets_for(weights: Path) -> Presets:
         f"{frames} frames ({frames / fps:.1f} s, trained)": frames,
         f"{longer} frames ({longer / fps:.1f} s)": longer,
     }
-    assert all((f - 1) % temporal == 0 for f in lengths.values())
     return Presets(sizes, lengths, fps, defaults.get("steps", 50), defaults.get("negative_prompt", ""))
 
 
@@ -128,8 +127,6 @@ class Studio:
         validate_request([prompt or ""], height, width, frames, steps, *request_factors(self.weights))
         if image and not self.image_to_video:
             raise ValueError("this model has no image encoder: image-to-video needs the released weights")
-        if hasattr(self.pipe.text_encoder, "vocab"):  # the word-level encoder: unknown words, before any work
-            self.pipe.text_encoder.tokenize([prompt])
         first = load_image(image, height, width) if image else None
         with self._lock:  # a Cancel pressed before this generation started does not stop it
             self._cancelled.discard(session)

@@ -67,13 +67,12 @@ def load(directory: str | Path, overrides: list[str] = ()) -> list[Stage]:
     return stages
 
 
-def start_of(stages: list[Stage], index: int) -> Path | None:
-    """The checkpoint stage `index` starts from (None: fresh weights)."""
+def start_of(stages: list[Stage], index: int) -> Stage | None:
+    """The stage whose EMA transformer stage `index` starts from (None: fresh weights)."""
     init = stages[index].cfg.stage.init
     if init == "none":
         return None
-    source = stages[index - 1] if init == "previous" else next(s for s in stages if s.name == init)
-    return source.out_dir / "ema-transformer"
+    return stages[index - 1] if init == "previous" else next(s for s in stages if s.name == init)
 
 
 def transitions(before: TrainConfig, after: TrainConfig) -> list[str]:
@@ -82,16 +81,15 @@ def transitions(before: TrainConfig, after: TrainConfig) -> list[str]:
     a, b = before.model.transformer(), after.model.transformer()
     if (before.text.encoder, before.text.path, a.text_dim) != (after.text.encoder, after.text.path, b.text_dim):
         changes.append(f"text encoder {before.text.encoder} ({a.text_dim}) -> {after.text.encoder} ({b.text_dim})")
-    teacher = {True: lambda c: c.repa.teacher, False: lambda c: "off"}
-    t_before, t_after = teacher[before.repa.enabled](before), teacher[after.repa.enabled](after)
+    t_before, t_after = (c.repa.teacher if c.repa.enabled else "off" for c in (before, after))
     if t_before != t_after:
         changes.append(f"REPA teacher {t_before} -> {t_after}")
     for flag in ("cross_attention_dual", "cross_attention_single"):
         if getattr(b, flag) and not getattr(a, flag):
             changes.append(f"Shared Cross-Attention inserted ({flag.removeprefix('cross_attention_')} blocks)")
-    sizes = lambda c: (c.stage.image_size, c.stage.video_size, c.stage.frame_buckets)  # noqa: E731
-    if sizes(before) != sizes(after):
-        changes.append(f"buckets {sizes(before)} -> {sizes(after)}")
+    sizes = [(c.stage.image_size, c.stage.video_size, c.stage.frame_buckets) for c in (before, after)]
+    if sizes[0] != sizes[1]:
+        changes.append(f"buckets {sizes[0]} -> {sizes[1]}")
     if after.stage.sft and not before.stage.sft:
         changes.append("supervised fine-tuning data")
     return changes
@@ -121,11 +119,11 @@ def run(
         if done.get("status") == "done":
             print(f"stage {stage.name}: done before, skipped", flush=True)
         else:
-            source = start_of(stages, index)
+            before = start_of(stages, index)
+            source = None if before is None else before.out_dir / "ema-transformer"
             cfg = stage.cfg
             if source is not None:
                 cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from=str(source)))
-            before = None if source is None else next(s for s in stages if s.out_dir / "ema-transformer" == source)
             changes = [] if before is None else transitions(before.cfg, cfg)
             print(f"stage {stage.name} ({index + 1}/{len(stages)}): {'; '.join(changes) or 'fresh start'}", flush=True)
             started = time.time()

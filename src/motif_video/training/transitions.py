@@ -68,19 +68,19 @@ def carry_over(old: MotifVideoTransformer, new: MotifVideoTransformer) -> Transi
     source, target = old.state_dict(), new.state_dict()
     text_switch = old.cfg.text_dim != new.cfg.text_dim
     inserted = sorted({k.rsplit(".cross_attn.", 1)[0] + ".cross_attn" for k in target if k not in source})
-    state = {}
-    for key, value in target.items():
-        if key in source and not (text_switch and key.startswith("text_embed.")):
-            state[key] = source[key].to(value.dtype)
-        else:
-            state[key] = value  # the fresh initialisation: rebuilt text projection, inserted modules
-    new.load_state_dict(state, strict=True)
+    # carried over: what both have, except the text projection after an encoder switch; the rest
+    # keeps its fresh initialisation (rebuilt text projection, inserted modules)
+    carried = {
+        k: source[k].to(v.dtype)
+        for k, v in target.items()
+        if k in source and not (text_switch and k.startswith("text_embed."))
+    }
+    new.load_state_dict({**target, **carried}, strict=True)
     for module in inserted:  # zero output: the model computes exactly what it did before the insertion
         proj = new.get_submodule(module).proj
         torch.nn.init.zeros_(proj.weight)
         torch.nn.init.zeros_(proj.bias)
-    carried = sum(1 for k in target if k in source and not (text_switch and k.startswith("text_embed.")))
-    return Transition(carried, ("text_embed",) if text_switch else (), tuple(inserted))
+    return Transition(len(carried), ("text_embed",) if text_switch else (), tuple(inserted))
 
 
 def start_from(
