@@ -44,7 +44,19 @@ def test_patch_autoencoder_reconstructs_the_shapes_world(tmp_path):
     # a single frame (an image) is just the first-frame part
     assert torch.equal(vae.encode(clips[:, :, :1]), latents[:, :, :1])
     assert vae.decode(latents[:, :, :1]).shape == (24, 3, 1, 32, 32)
-    # too many components for a first-frame patch (3 x 4 x 4 = 48 values)
-    with pytest.raises(ValueError, match="exceeds the 48 values of a first patch"):
-        bad = AutoencoderConfig(kind="patch-pca", z_dim=64, spatial_factor=4)
+    # one latent space for every frame: a still clip has the same latent in frame 0 and later
+    still = vae.encode(clips[:, :, :1].expand(-1, -1, 9, -1, -1))
+    assert torch.allclose(still[:, :, :1].expand_as(still), still, atol=1e-5)
+    # whiten = 2: the two leading components at unit variance, the others as with one scale
+    whitened = AutoencoderConfig(kind="patch-pca", z_dim=16, spatial_factor=4, whiten=2)
+    train_autoencoder(tmp_path / "clips", tmp_path / "vae-whitened", whitened, progress=False)
+    z = load_autoencoder(tmp_path / "vae-whitened").encode(clips)
+    assert torch.allclose(z.std(dim=(0, 2, 3, 4))[:2], torch.ones(2), atol=1e-2)
+    torch.testing.assert_close(z[:, 2:], latents[:, 2:], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        load_autoencoder(tmp_path / "vae-whitened").decode(z), vae.decode(latents), atol=1e-4, rtol=1e-4
+    )
+    # too many components for a chunk patch (3 x 4 frames x 4 x 4 = 192 values)
+    with pytest.raises(ValueError, match="exceeds the 192 values of a patch"):
+        bad = AutoencoderConfig(kind="patch-pca", z_dim=200, spatial_factor=4)
         train_autoencoder(tmp_path / "clips", tmp_path / "bad", bad)

@@ -36,6 +36,21 @@ def test_rendered_object_moves_the_named_way():
     assert scene.caption == "a red square moves to the right on a black background"
 
 
+def test_world_layout_follows_the_caption():
+    """An object starts a quarter of the frame behind the centre along its motion (jitter 0.05),
+    one object in the middle across it, two objects in lanes 0.3 / 0.7 (jitter 0.08)."""
+    scenes = [world.scene(0, i) for i in range(200)]
+    for s in scenes:
+        for lane, o in enumerate(s.objects):
+            dy, dx = world.MOTIONS[o.motion]
+            along, across = (o.y, o.x) if dy else (o.x, o.y)
+            assert abs(along - (0.5 - 0.25 * (dy or dx))) <= 0.05
+            middle = 0.5 if len(s.objects) == 1 else (0.3, 0.7)[lane]
+            assert abs(across - middle) <= 0.08
+    assert len({round(o.x, 3) for s in scenes for o in s.objects}) > 100  # jittered, not fixed
+    assert {len(s.objects) for s in scenes} == {1, 2}
+
+
 def test_bucket_assignment():
     sizes = sizes_for_area(64 * 64)
     assert all(h % 16 == 0 and w % 16 == 0 for h, w in sizes)

@@ -238,23 +238,43 @@ def test_extra_trailing_padding_changes_nothing():
         torch.testing.assert_close(model(**padded).velocity, model(**inputs).velocity, rtol=1e-5, atol=1e-5)
 
 
-def test_sample_prediction_returns_the_velocity_of_its_x0():
+def _read_as(prediction: str, timesteps: list[float]):
+    """(the last layer's raw output, the same weights' velocity under `prediction`, x_t, the model)."""
     velocity_model = _perturbed()
-    sample_model = MotifVideoTransformer(velocity_model.cfg.replace(prediction="sample"))
-    sample_model.load_state_dict(velocity_model.state_dict())
+    model = MotifVideoTransformer(velocity_model.cfg.replace(prediction=prediction))
+    model.load_state_dict(velocity_model.state_dict())
     inputs = make_inputs(frames=5, height=8, width=6)
-    inputs["timestep"] = torch.tensor([300.0, 10.0])
+    inputs["timestep"] = torch.tensor(timesteps)
     with torch.no_grad():
-        x0 = velocity_model(**inputs).velocity  # the same last layer, read as x0
-        velocity = sample_model(**inputs).velocity
-    x_t = inputs["hidden_states"][:, :16]
+        raw, velocity = velocity_model(**inputs).velocity, model(**inputs).velocity
+    return raw, velocity, inputs["hidden_states"][:, :16], model, velocity_model
+
+
+def test_sample_prediction_returns_the_velocity_of_its_x0():
+    x0, velocity, x_t, sample_model, velocity_model = _read_as("sample", [300.0, 10.0])
     torch.testing.assert_close(velocity[0], (x_t[0] - x0[0]) / 0.3)
     torch.testing.assert_close(velocity[1], (x_t[1] - x0[1]) / 0.05)  # 1/t capped at t = 0.05
     config = sample_model.cfg.to_diffusers()
     assert config["prediction"] == "sample" and "prediction" not in velocity_model.cfg.to_diffusers()
     assert type(sample_model.cfg).from_diffusers(config) == sample_model.cfg
-    with pytest.raises(ValueError, match="prediction must be 'velocity' or 'sample'"):
+    with pytest.raises(ValueError, match=r"prediction must be one of \('velocity', 'sample', 'preconditioned'\)"):
         velocity_model.cfg.replace(prediction="noise")
+
+
+def test_preconditioned_prediction_skips_the_input():
+    """v = c_skip x_t + c_out F: at t = 1 the noise passes through, at t = 1/2 no skip and scale
+    sqrt(2); the skip is the one that minimises the variance of F's target (unit-variance data)."""
+    raw, velocity, x_t, model, _ = _read_as("preconditioned", [1000.0, 500.0])
+    torch.testing.assert_close(velocity[0], x_t[0] + raw[0])
+    torch.testing.assert_close(velocity[1], 2**0.5 * raw[1])
+    # the skip minimises E|v - c x_t|^2 over c, and that minimum is c_out^2, for x0, noise ~ N(0, 1)
+    x0, noise = torch.randn(2, 200_000, generator=torch.Generator().manual_seed(0))
+    for t in (0.1, 0.3, 0.8):
+        xt, v = (1 - t) * x0 + t * noise, noise - x0
+        d = t**2 + (1 - t) ** 2
+        best = min((v - c * xt).var().item() for c in torch.linspace(-1, 1, 401).tolist())
+        assert abs((v - (2 * t - 1) / d * xt).var().item() - best) < 1e-3 and abs(best - 1 / d) < 0.02
+    assert type(model.cfg).from_diffusers(model.cfg.to_diffusers()).prediction == "preconditioned"
 
 
 def test_half_precision_keeps_the_conditioning_path_in_float32(tmp_path):

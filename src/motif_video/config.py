@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 CrossAttentionKV = Literal["shared", "separate"]
+PREDICTIONS = ("velocity", "sample", "preconditioned")
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,13 @@ class TransformerConfig:
     # design, original checkpoint layout); "separate": its own Q/K/V/out (diffusers 0.42 layout).
     cross_attention_kv: CrossAttentionKV = "shared"
     eps: float = 1e-6  # LayerNorm and QK RMSNorm epsilon inside the blocks
-    # What the last layer predicts: "velocity" (the released model) or "sample", the clean latents x0,
-    # returned as the velocity (x_t - x0) / t so that sampler and loss stay the same (Li & He 2025,
-    # "Back to Basics": a small model need not reproduce the noise; the embedded model uses it).
-    prediction: Literal["velocity", "sample"] = "velocity"
+    # What the last layer predicts, always returned as the velocity so that sampler and loss stay the
+    # same: "velocity" (the released model); "sample", the clean latents x0, returned as
+    # (x_t - x0) / t (Li & He 2025, "Back to Basics"); "preconditioned", the velocity with a skip
+    # from the input, v = c_skip(t) x_t + c_out(t) F (Karras et al. 2022's preconditioning written
+    # for rectified flow, model/transformer.py), so the noise need not be carried through the
+    # network (the embedded model uses it).
+    prediction: Literal["velocity", "sample", "preconditioned"] = "velocity"
 
     def __post_init__(self) -> None:
         positive = {
@@ -90,8 +94,8 @@ class TransformerConfig:
             )
         if not self.rope_theta > 0:
             raise ValueError(f"TransformerConfig.rope_theta must be > 0, got {self.rope_theta!r}")
-        if self.prediction not in ("velocity", "sample"):
-            raise ValueError(f"TransformerConfig.prediction must be 'velocity' or 'sample', got {self.prediction!r}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"TransformerConfig.prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if self.cross_attention_kv not in ("shared", "separate"):
             raise ValueError(
                 f"TransformerConfig.cross_attention_kv must be 'shared' or 'separate', got {self.cross_attention_kv!r}"
@@ -268,6 +272,7 @@ PRESETS: dict[str, TransformerConfig] = {
         text_dim=64,
         image_dim=None,
         rope_axes_dim=(8, 12, 12),
+        prediction="preconditioned",
     ),
 }
 

@@ -1,10 +1,10 @@
 """The shapes world: procedural captioned clips for training and evaluating small models.
 
-Colored shapes (circle, square, triangle) move in a named direction, one or two per clip, over a
-plain or striped background; the caption says what happens in plain English. Everything is a
-function of (seed, index), so a clip can be re-rendered anywhere. Some (color, shape)
-combinations are held out of training on purpose, so that evaluation can tell composition from
-memorisation.
+Colored shapes (circle, square, triangle) move in a named direction across the middle of the
+frame, one or two per clip, over a plain or striped background; the caption says what happens in
+plain English. Everything is a function of (seed, index), so a clip can be re-rendered anywhere.
+Some (color, shape) combinations are held out of training on purpose, so that evaluation can tell
+composition from memorisation.
 """
 
 from __future__ import annotations
@@ -84,14 +84,27 @@ def scene(seed: int, index: int, held_out: bool = False, max_objects: int = 2) -
             color, shape = str(rng.choice(list(COLORS))), str(rng.choice(SHAPES))
             if ((color, shape) in HELD_OUT) == held_out:
                 break
-        objects.append(
-            ShapeObject(
-                color, shape, str(rng.choice(list(MOTIONS))), float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.3, 0.7))
-            )
-        )
+        objects.append((color, shape, str(rng.choice(list(MOTIONS)))))
     if held_out:  # one held-out object is enough to make a scene held out; keep it single
         objects = objects[:1]
-    return Scene(tuple(objects), str(rng.choice(list(BACKGROUNDS))), str(rng.choice(PATTERNS)))
+    placed = tuple(_place(*o, lane, len(objects), rng) for lane, o in enumerate(objects))
+    return Scene(placed, str(rng.choice(list(BACKGROUNDS))), str(rng.choice(PATTERNS)))
+
+
+def _place(color: str, shape: str, motion: str, lane: int, count: int, rng: np.random.Generator) -> ShapeObject:
+    """Where an object starts: a quarter of the frame behind the centre along its motion (so it
+    crosses the middle), across it the middle for one object and lanes at 0.3 / 0.7 for two; a
+    little jitter on both. The caption does not say where an object is, so a layout that follows
+    from the caption keeps what a small model must guess small: with starts drawn anywhere, the
+    embedded model's samples scattered an object's colour over every place it could have been."""
+    dy, dx = MOTIONS[motion]
+    across = 0.5 if count == 1 else (0.3, 0.7)[lane]
+    along_y = 0.5 - 0.25 * dy + float(rng.uniform(-0.05, 0.05))
+    along_x = 0.5 - 0.25 * dx + float(rng.uniform(-0.05, 0.05))
+    jitter = float(rng.uniform(-0.08, 0.08))
+    y = along_y if dy else across + jitter
+    x = along_x if dx else across + jitter
+    return ShapeObject(color, shape, motion, y, x)
 
 
 def render(scene: Scene, frames: int, height: int, width: int, fps: float = 8.0) -> np.ndarray:

@@ -39,14 +39,12 @@ class Scores:
 
 def benchmark_scenes(count: int, held_out: bool, seed: int = 1234) -> list[world.Scene]:
     """`count` single-object scenes on a plain background, trained or held-out combinations; the
-    object starts a quarter of the frame behind the centre, so it stays in view for ~2 s."""
+    object starts a quarter of the frame behind the centre (the world's layout), so it stays in
+    view for ~2 s."""
     scenes = []
     for i in range(count):
         base = world.scene(seed, i, held_out=held_out, max_objects=1)
-        obj = base.objects[0]
-        dy, dx = world.MOTIONS[obj.motion]
-        start = world.ShapeObject(obj.color, obj.shape, obj.motion, 0.5 - 0.25 * dy, 0.5 - 0.25 * dx)
-        scenes.append(world.Scene((start,), base.background, "plain"))
+        scenes.append(world.Scene(base.objects, base.background, "plain"))
     return scenes
 
 

@@ -55,6 +55,22 @@ class TransformerOutput:
 SAMPLE_PREDICTION_MIN_T = 0.05  # "sample" prediction: 1/t is capped near t = 0
 
 
+def as_velocity(prediction: str, out: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+    """The velocity of x_t = (1 - t) x0 + t noise from the last layer's output `out`.
+
+    "sample": `out` is x0, v = (x_t - x0) / t.
+    "preconditioned": v = c_skip x_t + c_out out, with the skip that makes the target of `out`
+    smallest for unit-variance latents and the scale that gives that target unit variance:
+    with D = t^2 + (1 - t)^2, c_skip = (2t - 1) / D and c_out = 1 / sqrt(D). At t = 1 the noise
+    passes straight through (c_skip = 1) and the network predicts only -x0; at t = 0 the skip
+    subtracts x_t and the network predicts the noise; the loss is unchanged (velocity MSE).
+    """
+    if prediction == "sample":
+        return (x_t - out) / t.clamp(min=SAMPLE_PREDICTION_MIN_T)
+    d = t.square() + (1 - t).square()
+    return (2 * t - 1) / d * x_t + out / d.sqrt()
+
+
 class MotifVideoTransformer(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
@@ -247,10 +263,9 @@ class MotifVideoTransformer(nn.Module):
         if cp is not None:
             out = cp.gather(out, num_tokens)
         out = self._unpatchify(out, grid)
-        if cfg.prediction == "sample":  # x0 predicted; the velocity of x_t = (1 - t) x0 + t noise is (x_t - x0) / t
-            t = (timestep.expand(batch) if timestep.dim() == 0 else timestep).to(out.dtype) / 1000
-            x_t = hidden_states[:, : cfg.out_channels].to(out.dtype)
-            out = (x_t - out) / t.clamp(min=SAMPLE_PREDICTION_MIN_T).view(-1, 1, 1, 1, 1)
+        if cfg.prediction != "velocity":
+            t = (timestep.expand(batch) if timestep.dim() == 0 else timestep).to(out.dtype).view(-1, 1, 1, 1, 1) / 1000
+            out = as_velocity(cfg.prediction, out, hidden_states[:, : cfg.out_channels].to(out.dtype), t)
         return TransformerOutput(out, features)
 
     def float32_modules(self) -> list[str]:

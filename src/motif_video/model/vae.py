@@ -69,14 +69,17 @@ class PatchAutoencoder:
     """A linear space-time patch autoencoder (PCA), the embedded model's choice over a small Wan VAE.
 
     The clip is cut like the Wan VAE cuts it (the first frame alone, then chunks of 4 frames) into
-    `patch x patch` squares; each first-frame patch (3 x p x p values) and each chunk patch
-    (3 x 4 x p x p) is projected on its own `z_dim` principal components, fitted on training clips
-    (`fit_patch_autoencoder`), and normalised per channel. So latents have the Wan layout
-    [B, Z, (F-1)/4+1, H/p, W/p], the same interface as `VideoAutoencoder` and no learned
-    nonlinearity: encoding is deterministic (`generator` and `sample` are accepted and unused).
-    On the flat-coloured shapes world 16 components reconstruct 64 x 64 clips to a mean absolute
-    error of ~0.015 (pixels in [-1, 1]); a small AutoencoderKLWan trained for 35 CPU-minutes did
-    not yet draw the objects (docs/shapes-world.md).
+    `patch x patch` squares; each chunk patch (3 x 4 x p x p values) is projected on `z_dim`
+    principal components, fitted on training clips (`fit_patch_autoencoder`), and normalised. The
+    first frame is encoded as a still chunk (the frame four times) with the same components and
+    decoded as the mean of the chunk, so a channel means the same thing in every latent frame: the
+    transformer cannot tell frame 0 from the others (its attention sees relative positions), and
+    with a basis of its own for the first frame the embedded model painted a blue square orange in
+    the later frames. Latents have the Wan layout [B, Z, (F-1)/4+1, H/p, W/p], the same interface
+    as `VideoAutoencoder` and no learned nonlinearity: encoding is deterministic (`generator` and
+    `sample` are accepted and unused). On the flat-coloured shapes world 16 components reconstruct
+    64 x 64 clips to a mean absolute error of ~0.015 (pixels in [-1, 1]); a small AutoencoderKLWan
+    trained for 35 CPU-minutes did not yet draw the objects (docs/shapes-world.md).
     """
 
     def __init__(self, config: dict, tensors: dict[str, Tensor]) -> None:
@@ -84,7 +87,7 @@ class PatchAutoencoder:
         self.z_dim: int = config["z_dim"]
         self.spatial_factor: int = config["scale_factor_spatial"]
         self.temporal_factor: int = config["scale_factor_temporal"]
-        self.tensors = {k: v.float() for k, v in tensors.items()}  # first/rest _mean [D], _basis [D, Z]
+        self.tensors = {k: v.float() for k, v in tensors.items()}  # mean [D], basis [D, Z]
         self.mean = torch.tensor(config["latents_mean"]).view(1, -1, 1, 1, 1)
         self.std = torch.tensor(config["latents_std"]).view(1, -1, 1, 1, 1)
 
@@ -112,7 +115,7 @@ class PatchAutoencoder:
 
     @property
     def device(self) -> torch.device:
-        return self.tensors["first_basis"].device
+        return self.tensors["basis"].device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -125,33 +128,29 @@ class PatchAutoencoder:
     @torch.no_grad()
     def encode(self, video: Tensor, generator=None, sample: bool = True) -> Tensor:
         t = self.tensors
-        first, rest = split_patches(video.to(self.device, torch.float32), self.spatial_factor, self.temporal_factor)
-        z = torch.cat(
-            [(first - t["first_mean"]) @ t["first_basis"], (rest - t["rest_mean"]) @ t["rest_basis"]], dim=1
-        )  # [B, F', h, w, Z]
-        z = z.permute(0, 4, 1, 2, 3)
+        patches = chunk_patches(video.to(self.device, torch.float32), self.spatial_factor, self.temporal_factor)
+        z = ((patches - t["mean"]) @ t["basis"]).permute(0, 4, 1, 2, 3)  # [B, Z, F', h, w]
         return (z - self.mean.to(z)) / self.std.to(z)
 
     @torch.no_grad()
     def decode(self, latents: Tensor) -> Tensor:
         t = self.tensors
         z = latents.to(self.device, torch.float32) * self.std.to(self.device) + self.mean.to(self.device)
-        z = z.permute(0, 2, 3, 4, 1)  # [B, F', h, w, Z]
-        first = z[:, :1] @ t["first_basis"].T + t["first_mean"]
-        rest = z[:, 1:] @ t["rest_basis"].T + t["rest_mean"]
-        parts = [_unpatchify(first, self.spatial_factor, 1)]
-        if rest.shape[1]:
-            parts.append(_unpatchify(rest, self.spatial_factor, self.temporal_factor))
-        return torch.cat(parts, dim=2)
+        patches = z.permute(0, 2, 3, 4, 1) @ t["basis"].T + t["mean"]  # [B, F', h, w, D]
+        video = _unpatchify(patches, self.spatial_factor, self.temporal_factor)  # [B, 3, 4 F', H, W]
+        first = video[:, :, : self.temporal_factor].mean(dim=2, keepdim=True)  # the still first chunk
+        return torch.cat([first, video[:, :, self.temporal_factor :]], dim=2)
 
     def to(self, device: str | torch.device) -> PatchAutoencoder:
         self.tensors = {k: v.to(device) for k, v in self.tensors.items()}
         return self
 
 
-def split_patches(video: Tensor, size: int, frames: int) -> tuple[Tensor, Tensor]:
-    """[B, 3, F, H, W] -> first-frame patches [B, 1, h, w, 3 s^2] and chunk patches [B, k, h, w, 3 t s^2]."""
-    return _patchify(video[:, :, :1], size, 1), _patchify(video[:, :, 1:], size, frames)
+def chunk_patches(video: Tensor, size: int, frames: int) -> Tensor:
+    """[B, 3, F, H, W] with F = 1 + k frames -> patches [B, 1 + k / frames, h, w, 3 frames size^2]: the
+    first frame repeated into a still chunk, then the chunks of `frames` frames."""
+    still = video[:, :, :1].expand(-1, -1, frames, -1, -1)
+    return _patchify(torch.cat([still, video[:, :, 1:]], dim=2), size, frames)
 
 
 def _patchify(video: Tensor, size: int, frames: int) -> Tensor:

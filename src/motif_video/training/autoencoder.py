@@ -36,6 +36,7 @@ class AutoencoderConfig:
     crop: int = 0  # > 0: train on random crops of crop x crop pixels (the model is convolutional)
     spatial_factor: int = 8  # 8 (Wan2.1: three 2x stages) or 4 (two); time is always 4x
     initial_logvar: float = -10.0  # the posterior starts nearly deterministic (see train_autoencoder)
+    whiten: int = 0  # patch-pca: the leading components scaled to unit variance (fit_patch_autoencoder)
     seed: int = 0
     path: str = ""  # reuse this fitted autoencoder (a vae/ folder) instead of fitting one: stages share latents
 
@@ -151,9 +152,9 @@ def train_autoencoder(
 
 @torch.no_grad()
 def fit_patch_autoencoder(clips_dir: str | Path, out_dir: str | Path, cfg: AutoencoderConfig) -> dict:
-    """PCA of the first-frame and chunk patches of (up to 512 of) the clips -> PatchAutoencoder,
-    normalised (per-channel mean, one global std), saved to `out_dir`."""
-    from motif_video.model.vae import PatchAutoencoder, split_patches
+    """PCA of the chunk patches of (up to 512 of) the clips, the first frame as a still chunk ->
+    PatchAutoencoder, normalised (per-channel mean, one global std), saved to `out_dir`."""
+    from motif_video.model.vae import PatchAutoencoder, chunk_patches
 
     clips = load_clips(clips_dir, limit=512)
     video = torch.stack(clips)
@@ -168,23 +169,25 @@ def fit_patch_autoencoder(clips_dir: str | Path, out_dir: str | Path, cfg: Autoe
         "latents_mean": [0.0] * cfg.z_dim,
         "latents_std": [1.0] * cfg.z_dim,
     }
-    tensors = {}
     torch.manual_seed(cfg.seed)
-    for name, patches in zip(("first", "rest"), split_patches(video, size, 4), strict=True):
-        flat = patches.reshape(-1, patches.shape[-1])
-        if cfg.z_dim > flat.shape[1]:
-            raise ValueError(f"autoencoder.z_dim {cfg.z_dim} exceeds the {flat.shape[1]} values of a {name} patch")
-        mean = flat.mean(dim=0)
-        _, _, basis = torch.pca_lowrank(flat - mean, q=cfg.z_dim, center=False, niter=6)
-        tensors[f"{name}_mean"], tensors[f"{name}_basis"] = mean, basis[:, : cfg.z_dim].contiguous()
+    patches = chunk_patches(video, size, 4)
+    flat = patches.reshape(-1, patches.shape[-1])
+    if cfg.z_dim > flat.shape[1]:
+        raise ValueError(f"autoencoder.z_dim {cfg.z_dim} exceeds the {flat.shape[1]} values of a patch")
+    mean = flat.mean(dim=0)
+    _, _, basis = torch.pca_lowrank(flat - mean, q=cfg.z_dim, center=False, niter=6)
+    tensors = {"mean": mean, "basis": basis[:, : cfg.z_dim].contiguous()}
     vae = PatchAutoencoder(config, tensors)
-    # One scale for all channels, not one per channel: the components' variances fall from ~5 to
-    # ~0.2, and whitening them gave the flow loss equal weight on invisible detail components; the
-    # samples came out as coloured speckle. A global scale keeps the loss proportional to the
-    # pixel error (the basis is orthonormal).
+    # One scale for the detail components, not one per channel: their variances fall from ~0.3 to
+    # ~0.02, and whitening all of them gave the flow loss equal weight on invisible detail; the
+    # samples came out as coloured speckle. The first `whiten` components (a flat patch's
+    # brightness and colour) get unit variance each: under one global scale the brightness
+    # component was ~7x larger than the colour ones, so sampling settled brightness at high noise
+    # and colour only in the last steps, and the objects came out in the wrong colours.
     z = vae.encode(video)  # the raw projections (mean 0, std 1 so far)
+    spread = z.std(dim=(0, 2, 3, 4))
     config["latents_mean"] = z.mean(dim=(0, 2, 3, 4)).tolist()
-    config["latents_std"] = [float(z.std())] * cfg.z_dim
+    config["latents_std"] = [float(spread[c]) if c < cfg.whiten else float(z.std()) for c in range(cfg.z_dim)]
     vae = PatchAutoencoder(config, tensors)
     probe = video[:: max(1, len(video) // 16)][:16]
     error = float((vae.decode(vae.encode(probe)) - probe).abs().mean())
