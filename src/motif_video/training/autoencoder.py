@@ -153,7 +153,8 @@ def train_autoencoder(
 @torch.no_grad()
 def fit_patch_autoencoder(clips_dir: str | Path, out_dir: str | Path, cfg: AutoencoderConfig) -> dict:
     """PCA of the chunk patches of (up to 512 of) the clips, the first frame as a still chunk ->
-    PatchAutoencoder, normalised (per-channel mean, one global std), saved to `out_dir`."""
+    PatchAutoencoder, normalised (per-channel mean; unit std for the first `whiten` components,
+    one shared std for the rest), saved to `out_dir`."""
     from motif_video.model.vae import PatchAutoencoder, chunk_patches
 
     clips = load_clips(clips_dir, limit=512)
@@ -185,9 +186,9 @@ def fit_patch_autoencoder(clips_dir: str | Path, out_dir: str | Path, cfg: Autoe
     # component was ~7x larger than the colour ones, so sampling settled brightness at high noise
     # and colour only in the last steps, and the objects came out in the wrong colours.
     z = vae.encode(video)  # the raw projections (mean 0, std 1 so far)
-    spread = z.std(dim=(0, 2, 3, 4))
+    spread, shared = z.std(dim=(0, 2, 3, 4)).tolist(), float(z.std())
     config["latents_mean"] = z.mean(dim=(0, 2, 3, 4)).tolist()
-    config["latents_std"] = [float(spread[c]) if c < cfg.whiten else float(z.std()) for c in range(cfg.z_dim)]
+    config["latents_std"] = spread[: cfg.whiten] + [shared] * (cfg.z_dim - min(cfg.whiten, cfg.z_dim))
     vae = PatchAutoencoder(config, tensors)
     probe = video[:: max(1, len(video) // 16)][:16]
     error = float((vae.decode(vae.encode(probe)) - probe).abs().mean())
