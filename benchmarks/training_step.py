@@ -3,7 +3,9 @@
 Pairs: TREAD (keep 50% of the video tokens over the middle encoder blocks) vs none; activation
 checkpointing vs none; REPA (tiny V-JEPA 2 teacher, online) vs none. Prints the median step time
 and the peak memory of a step (CPU: profiler allocation events; CUDA: the allocator's peak), and
-the ratio of each pair.
+the ratio of each pair. For the plain step (no switch) it also prints video tokens per second and,
+on a GPU that training/compute.py knows, the model FLOPs utilisation (MFU): the step's matrix
+FLOPs (compute.training_flops, TREAD-aware) over the time, against the card's dense bf16 peak.
 
     python benchmarks/training_step.py                   # CPU, mid-size model
     python benchmarks/training_step.py --preset motif-video-2b --device cuda --precision bf16 \\
@@ -22,6 +24,7 @@ import torch
 from measure import device_name, peak_memory, sync
 
 from motif_video.distributed import World
+from motif_video.training.compute import PEAK_FLOPS, Routing, training_flops
 from motif_video.training.config import TrainConfig
 from motif_video.training.train import build, train_step
 
@@ -35,9 +38,17 @@ SMALL = [
 ]
 
 
-def measure(overrides: list[str], args, world: World) -> tuple[float, int]:
+def measure(overrides: list[str], args, world: World) -> tuple[float, int, float, int]:
+    """Median step time (s), peak memory of a step (bytes), the step's matrix FLOPs and its video tokens."""
     cfg = TrainConfig.load(None, overrides)
     state = build(cfg, world)
+    model = state.model.transformer.cfg
+    f, h, w = args.latent
+    encoder = model.num_dual_blocks + model.num_single_blocks
+    routing = Routing(cfg.tread.start, cfg.tread.end % encoder, cfg.tread.keep_ratio)  # end -2: second to last
+    tokens = model.num_video_tokens(f, h, w)
+    routed = routing if cfg.tread.enabled else None
+    flops = args.batch * training_flops(model, tokens, cfg.data.text_len, routing=routed)
     step = 1  # a video step (every 4th step is an image batch)
     train_step(state, step)  # warm-up
     times = []
@@ -47,7 +58,18 @@ def measure(overrides: list[str], args, world: World) -> tuple[float, int]:
         train_step(state, step)
         sync(args.device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times), peak_memory(lambda: train_step(state, step), args.device)
+    memory = peak_memory(lambda: train_step(state, step), args.device)
+    return statistics.median(times), memory, flops, args.batch * tokens
+
+
+def throughput(seconds: float, flops: float, tokens: int, device: str) -> str:
+    """Video tokens per second of a step, and its MFU where the GPU's peak is known."""
+    text = f"{tokens / seconds:,.0f} video tokens/s"
+    if device.startswith("cuda"):
+        name = device_name(device).lower()
+        peak = next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+        text += f", {flops / seconds / 1e12:.1f} TFLOP/s" + (f", MFU {flops / seconds / peak:.3f}" if peak else "")
+    return text
 
 
 def tiny_vjepa(path: Path) -> Path:
@@ -110,13 +132,17 @@ def main() -> None:
             f"device: {device_name(args.device)}; "
             f"torch {torch.__version__}; precision {args.precision}; latent {tuple(args.latent)}, batch {args.batch}"
         )
+        plain = None
         for name, (with_, without) in pairs.items():
-            t1, m1 = measure(base + with_, args, world)
-            t0, m0 = measure(base + without, args, world)
+            t1, m1, f1, n1 = measure(base + with_, args, world)
+            t0, m0, f0, n0 = measure(base + without, args, world)
+            plain = plain or (t0, f0, n0)
             print(
                 f"{name:36s} time {t1 * 1e3:8.1f} / {t0 * 1e3:8.1f} ms = {t1 / t0:.3f}   "
-                f"peak {m1 / 2**20:7.1f} / {m0 / 2**20:7.1f} MiB = {m1 / max(m0, 1):.3f}"
+                f"peak {m1 / 2**20:7.1f} / {m0 / 2**20:7.1f} MiB = {m1 / max(m0, 1):.3f}   "
+                f"with: {throughput(t1, f1, n1, args.device)}"
             )
+        print(f"plain step (no switch): {plain[0] * 1e3:.1f} ms, {throughput(*plain, args.device)}")
 
 
 if __name__ == "__main__":
