@@ -8,7 +8,8 @@ import torch
 from helpers import make_inputs, perturb_
 from motif_video import MotifVideoTransformer, Route, get_preset, random_route
 from motif_video.model.attention import attention, check_backend
-from motif_video.model.layers import RotaryEmbedding3D, apply_rope
+from motif_video.model.checkpoint_io import load_transformer, save_transformer
+from motif_video.model.layers import RotaryEmbedding3D, apply_rope, grid_positions
 
 
 def _perturbed(cfg=None, seed=0):
@@ -236,6 +237,57 @@ def test_extra_trailing_padding_changes_nothing():
     padded["encoder_attention_mask"] = torch.cat([inputs["encoder_attention_mask"], torch.zeros(2, 40)], dim=1)
     with torch.no_grad():
         torch.testing.assert_close(model(**padded).velocity, model(**inputs).velocity, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_gets_no_mask_once_the_padding_is_trimmed(monkeypatch):
+    """One padded prompt: after trimming every key is valid, so no block passes a mask (on a GPU a
+    mask rules out flash attention); prompts of different lengths still get one."""
+    import motif_video.model.blocks as blocks
+
+    masks = []
+
+    def spy(q, k, v, mask=None, *args):
+        masks.append(mask)
+        return attention(q, k, v, mask, *args)
+
+    monkeypatch.setattr(blocks, "attention", spy)
+    model = _perturbed()
+    with torch.no_grad():
+        model(**make_inputs(batch=1, valid=(5,)))
+        assert masks and all(m is None for m in masks)
+        masks.clear()
+        model(**make_inputs(valid=(5, 3)))
+    assert any(m is not None for m in masks)
+
+
+def test_grid_positions_give_every_token_its_own_place():
+    table = grid_positions((3, 4, 5), (4, 6, 6), torch.device("cpu"))
+    assert table.shape == (60, 16) and table.abs().max() <= 1
+    assert len({tuple(row.tolist()) for row in table}) == 60  # every (t, y, x) distinct
+    grid = table.reshape(3, 4, 5, 16)
+    torch.testing.assert_close(grid[:, :1, :1, :4].expand(3, 4, 5, 4), grid[..., :4])  # T part: only t
+    torch.testing.assert_close(grid[:1, :, :1, 4:10].expand(3, 4, 5, 6), grid[..., 4:10])  # H part: only y
+    assert torch.equal(grid[0, 0, 0], torch.tensor([0.0, 0, 1, 1] + [0.0, 0, 0, 1, 1, 1] * 2))  # sin 0, cos 0
+
+
+def test_absolute_positions_add_no_weights_change_the_output_and_round_trip(tmp_path):
+    """The flag adds a fixed table (the same weights load), changes what the model computes,
+    is written to config.json (ours only) and read back; the released layout does not carry it."""
+    plain = _perturbed()
+    cfg = plain.cfg.replace(absolute_positions=True)
+    model = MotifVideoTransformer(cfg).eval()
+    model.load_state_dict(plain.state_dict(), strict=True)
+    inputs = make_inputs()
+    with torch.no_grad():
+        out = model(**inputs).velocity
+        assert (out - plain(**inputs).velocity).abs().max() > 1e-3
+        assert cfg.to_diffusers()["absolute_positions"] is True and "absolute_positions" not in plain.cfg.to_diffusers()
+        assert type(cfg).from_diffusers(cfg.to_diffusers()) == cfg
+        loaded = load_transformer(save_transformer(model, tmp_path / "transformer"))
+        assert loaded.cfg.absolute_positions
+        torch.testing.assert_close(loaded(**inputs).velocity, out)
+    with pytest.raises(ValueError, match="absolute_positions must be true or false, got 'yes'"):
+        cfg.replace(absolute_positions="yes")
 
 
 def _read_as(prediction: str, timesteps: list[float]):

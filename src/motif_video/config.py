@@ -58,6 +58,12 @@ class TransformerConfig:
     # for rectified flow, model/transformer.py), so the noise need not be carried through the
     # network (the embedded model uses it).
     prediction: Literal["velocity", "sample", "preconditioned"] = "velocity"
+    # Fixed sine-cosine positions of the token grid added to the patch embeddings (DiT's absolute
+    # embedding, in 3D; no parameters). RoPE alone tells a token only where it lies relative to the
+    # others, so at pure noise every position sees the same thing; data whose layout the caption
+    # decides (the shapes world: an object starts behind the centre along its motion) needs the
+    # absolute place. False for the released model.
+    absolute_positions: bool = False
 
     def __post_init__(self) -> None:
         positive = {
@@ -96,6 +102,10 @@ class TransformerConfig:
             raise ValueError(f"TransformerConfig.rope_theta must be > 0, got {self.rope_theta!r}")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"TransformerConfig.prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        if not isinstance(self.absolute_positions, bool):
+            raise ValueError(
+                f"TransformerConfig.absolute_positions must be true or false, got {self.absolute_positions!r}"
+            )
         if self.cross_attention_kv not in ("shared", "separate"):
             raise ValueError(
                 f"TransformerConfig.cross_attention_kv must be 'shared' or 'separate', got {self.cross_attention_kv!r}"
@@ -163,6 +173,8 @@ class TransformerConfig:
             out["text_cross_attention_kv"] = "shared"
         if self.prediction != "velocity":
             out["prediction"] = self.prediction  # ours only: diffusers' class predicts the velocity
+        if self.absolute_positions:
+            out["absolute_positions"] = True  # ours only: diffusers' class has RoPE alone
         return out
 
     @classmethod
@@ -191,6 +203,7 @@ class TransformerConfig:
         values["rope_axes_dim"] = tuple(values["rope_axes_dim"])
         values["cross_attention_kv"] = d.get("text_cross_attention_kv", "separate")
         values["prediction"] = d.get("prediction", "velocity")
+        values["absolute_positions"] = d.get("absolute_positions", False)
         return cls(**values)
 
 
@@ -219,6 +232,7 @@ _DIFFUSERS_EXTRA_KEYS = {
     "norm_type",
     "text_cross_attention_kv",
     "prediction",
+    "absolute_positions",
     "pooled_projection_dim",
     "base_latent_size",
 }

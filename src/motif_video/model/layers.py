@@ -162,6 +162,19 @@ class RotaryEmbedding3D(nn.Module):
         return angle.cos().float(), angle.sin().float()
 
 
+def grid_positions(grid: tuple[int, int, int], axes_dim: tuple[int, int, int], device: torch.device) -> Tensor:
+    """Fixed sine-cosine embedding of a T x H x W grid, [L, sum(axes_dim)] float32, T slowest: each
+    axis has its slice of the width, half sines and half cosines of the integer index at
+    frequencies 1/10000^(k/half) (DiT's 2D table with a time axis)."""
+    axes = torch.meshgrid(*(torch.arange(n, device=device, dtype=torch.float64) for n in grid), indexing="ij")
+    parts = []
+    for pos, dim in zip(axes, axes_dim, strict=True):
+        half = dim // 2
+        angle = torch.outer(pos.reshape(-1), 1.0 / 10000.0 ** (torch.arange(half, device=device) / half))
+        parts += [angle.sin(), angle.cos()]
+    return torch.cat(parts, dim=1).float()
+
+
 def apply_rope(x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
     """Rotate x [B, N, L, Dh] by cos/sin of shape [L, Dh] or per-sample [B, L, Dh]."""
     cos, sin = rope

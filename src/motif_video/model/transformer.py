@@ -39,6 +39,7 @@ from motif_video.model.layers import (
     PatchEmbed3D,
     RotaryEmbedding3D,
     TimestepEmbedder,
+    grid_positions,
     layer_norm,
 )
 from motif_video.model.routing import Route
@@ -180,6 +181,9 @@ class MotifVideoTransformer(nn.Module):
         rope = self.rope(grid, hidden_states.device)  # [L, Dh] cos, sin
         c = self.time_embed(timestep.expand(batch) if timestep.dim() == 0 else timestep)  # [B, D]
         x = self.patch_embed(hidden_states)  # [B, L, D]
+        if cfg.absolute_positions:  # the width split over (T, H, W) as RoPE splits each head
+            axes = tuple(a * cfg.num_heads for a in cfg.rope_axes_dim)
+            x = x + grid_positions(grid, axes, x.device).to(x.dtype)
         encoder_hidden_states, text_valid = _trim_padding(encoder_hidden_states, encoder_attention_mask)
         text = self.text_embed(encoder_hidden_states)  # [B, S, D]
         num_image_tokens = 0
@@ -363,13 +367,16 @@ def _trim_padding(text: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | N
     """Drop the trailing text positions that are padding in every sample.
 
     Exact: a padded token is never a key for anyone, so nothing valid depends on it. Prompts are
-    padded to 512 tokens and are usually much shorter, so this saves real work."""
+    padded to 512 tokens and are usually much shorter, so this saves real work. When what is left
+    is all valid (one prompt, or prompts of one length) the mask is dropped: attention without a
+    mask can take the fused kernels (on a GPU, flash attention does not take a mask at all)."""
     if mask is None:
         return text, None
     valid = mask.bool()
     used = valid.any(dim=0).nonzero()
     length = int(used.max()) + 1 if used.numel() else 1
-    return text[:, :length], valid[:, :length]
+    valid = valid[:, :length]
+    return text[:, :length], None if bool(valid.all()) else valid
 
 
 def _joint_mask(
