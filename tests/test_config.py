@@ -103,6 +103,7 @@ def test_diffusers_reads_our_config_and_we_read_theirs():
         ({"num_layerz": 3}, r"unknown keys in MotifVideoTransformer3DModel config: \['num_layerz'\]"),
         ({"num_single_layers": 2, "num_decoder_layers": 3}, "exceeds num_single_layers=2"),
         ({"base_latent_size": 160}, "base_latent_size=160 is not supported"),
+        ({"pooled_projection_dim": 768}, "pooled_projection_dim=768 is not supported: .* must equal text_embed_dim"),
     ],
 )
 def test_bad_diffusers_configs(bad, message):

@@ -290,6 +290,37 @@ def test_absolute_positions_add_no_weights_change_the_output_and_round_trip(tmp_
         cfg.replace(absolute_positions="yes")
 
 
+def test_pooled_text_steers_the_modulation_and_round_trips(tmp_path):
+    """With `pooled_text` the prompt's mean hidden state (padding left out) is added to the
+    timestep embedding: a zero-initialised pooled projection changes nothing, a trained one makes
+    the output depend on the prompt through every block; padding still does not matter; the
+    projection is saved under HunyuanVideo's name and `pooled_projection_dim` and read back."""
+    plain = _perturbed()
+    cfg = plain.cfg.replace(pooled_text=True)
+    model = MotifVideoTransformer(cfg).eval()
+    missing = model.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == [f"pooled_embed.fc{i}.{p}" for i in (1, 2) for p in ("bias", "weight")]
+    inputs = make_inputs()
+    with torch.no_grad():
+        for p in model.pooled_embed.parameters():
+            p.zero_()
+        torch.testing.assert_close(model(**inputs).velocity, plain(**inputs).velocity)
+        perturb_(model.pooled_embed, seed=3)
+        out = model(**inputs).velocity
+        assert (out - plain(**inputs).velocity).abs().max() > 1e-3
+        padded = dict(inputs)
+        padded["encoder_hidden_states"] = torch.cat([inputs["encoder_hidden_states"], torch.randn(2, 9, 32)], dim=1)
+        padded["encoder_attention_mask"] = torch.cat([inputs["encoder_attention_mask"], torch.zeros(2, 9)], dim=1)
+        torch.testing.assert_close(model(**padded).velocity, out, rtol=1e-5, atol=1e-5)
+        config = cfg.to_diffusers()
+        assert config["pooled_projection_dim"] == cfg.text_dim
+        assert "pooled_projection_dim" not in plain.cfg.to_diffusers()
+        assert type(cfg).from_diffusers(config) == cfg
+        directory = save_transformer(model, tmp_path / "transformer")
+        assert load_transformer(directory).cfg.pooled_text
+        torch.testing.assert_close(load_transformer(directory)(**inputs).velocity, out)
+
+
 def _read_as(prediction: str, timesteps: list[float]):
     """(the last layer's raw output, the same weights' velocity under `prediction`, x_t, the model)."""
     velocity_model = _perturbed()

@@ -64,6 +64,11 @@ class TransformerConfig:
     # decides (the shapes world: an object starts behind the centre along its motion) needs the
     # absolute place. False for the released model.
     absolute_positions: bool = False
+    # The mean of the prompt's hidden states, projected and added to the timestep embedding, so the
+    # whole prompt also steers every block's adaLN modulation (the pooled text projection of
+    # HunyuanVideo / FLUX; the released config's `pooled_projection_dim` is null: it has none). A
+    # small model learns the global facts of a prompt much sooner this way than through attention.
+    pooled_text: bool = False
 
     def __post_init__(self) -> None:
         positive = {
@@ -102,6 +107,8 @@ class TransformerConfig:
             raise ValueError(f"TransformerConfig.rope_theta must be > 0, got {self.rope_theta!r}")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"TransformerConfig.prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        if not isinstance(self.pooled_text, bool):
+            raise ValueError(f"TransformerConfig.pooled_text must be true or false, got {self.pooled_text!r}")
         if not isinstance(self.absolute_positions, bool):
             raise ValueError(
                 f"TransformerConfig.absolute_positions must be true or false, got {self.absolute_positions!r}"
@@ -175,6 +182,8 @@ class TransformerConfig:
             out["prediction"] = self.prediction  # ours only: diffusers' class predicts the velocity
         if self.absolute_positions:
             out["absolute_positions"] = True  # ours only: diffusers' class has RoPE alone
+        if self.pooled_text:
+            out["pooled_projection_dim"] = self.text_dim  # diffusers' class does not read it
         return out
 
     @classmethod
@@ -187,9 +196,14 @@ class TransformerConfig:
         for key, supported in (("qk_norm", "rms_norm"), ("norm_type", "layer_norm")):
             if d.get(key, supported) != supported:
                 raise ValueError(f"config {key}={d[key]!r} is not supported; expected {supported!r}")
-        for key in ("pooled_projection_dim", "base_latent_size"):
-            if d.get(key) is not None:
-                raise ValueError(f"config {key}={d[key]!r} is not supported (the released model leaves it null)")
+        if (base := d.get("base_latent_size")) is not None:
+            raise ValueError(f"config base_latent_size={base!r} is not supported (the released model leaves it null)")
+        pooled = d.get("pooled_projection_dim")
+        if pooled is not None and pooled != d.get("text_embed_dim", _DIFFUSERS_DEFAULTS["text_embed_dim"]):
+            raise ValueError(
+                f"config pooled_projection_dim={pooled!r} is not supported: the pooled projection reads the mean "
+                "of the text hidden states, so it must equal text_embed_dim (or be null, as in the released model)"
+            )
         # Absent keys take diffusers' class defaults, so a config.json written with defaults
         # omitted reads the same as diffusers reads it.
         values = {ours: d.get(theirs, _DIFFUSERS_DEFAULTS[theirs]) for theirs, ours in _DIFFUSERS_FIELDS.items()}
@@ -204,6 +218,7 @@ class TransformerConfig:
         values["cross_attention_kv"] = d.get("text_cross_attention_kv", "separate")
         values["prediction"] = d.get("prediction", "velocity")
         values["absolute_positions"] = d.get("absolute_positions", False)
+        values["pooled_text"] = pooled is not None
         return cls(**values)
 
 

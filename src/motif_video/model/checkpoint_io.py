@@ -70,6 +70,9 @@ def key_table(cfg: TransformerConfig) -> KeyTable:
             linear(f"image_embed.{ours}", f"image_embedder.{theirs}")
     linear("time_embed.fc1", "time_text_embed.timestep_embedder.linear_1")
     linear("time_embed.fc2", "time_text_embed.timestep_embedder.linear_2")
+    if cfg.pooled_text:  # the name HunyuanVideo gives its pooled text projection
+        linear("pooled_embed.fc1", "time_text_embed.text_embedder.linear_1")
+        linear("pooled_embed.fc2", "time_text_embed.text_embedder.linear_2")
     linear("final_layer.modulation", "norm_out.linear")
     linear("final_layer.linear", "proj_out")
 

@@ -81,6 +81,7 @@ class MotifVideoTransformer(nn.Module):
         self.text_embed = MLP(cfg.text_dim, d, d)
         self.image_embed = ImageProjection(cfg.image_dim, d) if cfg.image_dim is not None else None
         self.time_embed = TimestepEmbedder(d)
+        self.pooled_embed = MLP(cfg.text_dim, d, d) if cfg.pooled_text else None
         self.rope = RotaryEmbedding3D(cfg.rope_axes_dim, cfg.rope_theta)
 
         self.dual_blocks = nn.ModuleList(
@@ -112,7 +113,7 @@ class MotifVideoTransformer(nn.Module):
         | every Linear weight (default)                | xavier uniform                    |
         | every Linear bias                            | 0                                 |
         | patch_embed Conv3d weight (as [D, C*pt*p*p]) | xavier uniform; bias 0            |
-        | time_embed, text_embed weights               | normal(0, 0.02)  (DiT embedders)  |
+        | time_embed, text_embed, pooled_embed weights | normal(0, 0.02)  (DiT embedders)  |
         | all adaLN modulation Linears (weight, bias)  | 0  -> every block is the identity |
         | final_layer modulation and linear            | 0  -> the velocity starts at 0    |
         | cross_attn.proj (weight, bias)               | 0  -> cross-attention adds nothing|
@@ -131,8 +132,8 @@ class MotifVideoTransformer(nn.Module):
         conv = self.patch_embed.proj
         _xavier_(conv.weight.view(conv.weight.shape[0], -1), generator)
         nn.init.zeros_(conv.bias)
-        for embedder in (self.time_embed, self.text_embed):
-            for linear in (embedder.fc1, embedder.fc2):
+        for embedder in (self.time_embed, self.text_embed, self.pooled_embed):
+            for linear in () if embedder is None else (embedder.fc1, embedder.fc2):
                 linear.weight.normal_(0.0, 0.02, generator=generator)
         zeroed = [self.final_layer.modulation, self.final_layer.linear]
         for block in itertools.chain(self.dual_blocks, self.single_blocks, self.decoder_blocks):
@@ -180,6 +181,8 @@ class MotifVideoTransformer(nn.Module):
 
         rope = self.rope(grid, hidden_states.device)  # [L, Dh] cos, sin
         c = self.time_embed(timestep.expand(batch) if timestep.dim() == 0 else timestep)  # [B, D]
+        if self.pooled_embed is not None:  # + the prompt's mean hidden state: every block's adaLN sees it
+            c = c + self.pooled_embed(_masked_mean(encoder_hidden_states, encoder_attention_mask)).to(c.dtype)
         x = self.patch_embed(hidden_states)  # [B, L, D]
         if cfg.absolute_positions:  # the width split over (T, H, W) as RoPE splits each head
             axes = tuple(a * cfg.num_heads for a in cfg.rope_axes_dim)
@@ -361,6 +364,14 @@ class MotifVideoTransformer(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def _masked_mean(text: Tensor, mask: Tensor | None) -> Tensor:
+    """[B, S, Dt] -> [B, Dt]: the mean over the real tokens (all of them without a mask)."""
+    if mask is None:
+        return text.mean(dim=1)
+    weights = mask.to(text.dtype)[..., None]
+    return (text * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
 
 
 def _trim_padding(text: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
