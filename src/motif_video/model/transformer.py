@@ -297,7 +297,8 @@ class MotifVideoTransformer(nn.Module):
     @torch.no_grad()
     def modulated_input(self, hidden_states: Tensor, timestep: Tensor) -> Tensor:
         """What the first block sees of the video: the patch tokens, normalised and modulated by
-        the timestep (the cheap change indicator of step caching, sampling/cache.py)."""
+        the timestep (the cheap change indicator of step caching, sampling/cache.py). A pooled text
+        projection, where the model has one, is the same at every step of a run and is left out."""
         batch = hidden_states.shape[0]
         c = self.time_embed(timestep.expand(batch) if timestep.dim() == 0 else timestep)
         first = self.dual_blocks[0].video_mod if self.dual_blocks else self.single_blocks[0].modulation
