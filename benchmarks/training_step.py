@@ -44,8 +44,8 @@ def measure(overrides: list[str], args, world: World) -> tuple[float, int, float
     state = build(cfg, world)
     model = state.model.transformer.cfg
     f, h, w = args.latent
-    encoder = model.num_dual_blocks + model.num_single_blocks
-    routing = Routing(cfg.tread.start, cfg.tread.end % encoder, cfg.tread.keep_ratio)  # end -2: second to last
+    end = cfg.tread.last_block(model.num_dual_blocks + model.num_single_blocks)
+    routing = Routing(cfg.tread.start, end, cfg.tread.keep_ratio)
     tokens = model.num_video_tokens(f, h, w)
     routed = routing if cfg.tread.enabled else None
     flops = args.batch * training_flops(model, tokens, cfg.data.text_len, routing=routed)

@@ -180,7 +180,8 @@ class MotifVideoTransformer(nn.Module):
             )
 
         rope = self.rope(grid, hidden_states.device)  # [L, Dh] cos, sin
-        c = self.time_embed(timestep.expand(batch) if timestep.dim() == 0 else timestep)  # [B, D]
+        timestep = timestep.expand(batch) if timestep.dim() == 0 else timestep  # [B]
+        c = self.time_embed(timestep)  # [B, D]
         if self.pooled_embed is not None:  # + the prompt's mean hidden state: every block's adaLN sees it
             c = c + self.pooled_embed(_masked_mean(encoder_hidden_states, encoder_attention_mask)).to(c.dtype)
         x = self.patch_embed(hidden_states)  # [B, L, D]
@@ -271,7 +272,7 @@ class MotifVideoTransformer(nn.Module):
             out = cp.gather(out, num_tokens)
         out = self._unpatchify(out, grid)
         if cfg.prediction != "velocity":
-            t = (timestep.expand(batch) if timestep.dim() == 0 else timestep).to(out.dtype).view(-1, 1, 1, 1, 1) / 1000
+            t = timestep.to(out.dtype).view(-1, 1, 1, 1, 1) / 1000
             out = as_velocity(cfg.prediction, out, hidden_states[:, : cfg.out_channels].to(out.dtype), t)
         return TransformerOutput(out, features)
 

@@ -142,6 +142,10 @@ class TreadSection:
     start: int = 1  # first routed block
     end: int = -2  # last routed block (negative: counted from the end of the encoder)
 
+    def last_block(self, encoder_blocks: int) -> int:
+        """`end` as an index into an encoder of `encoder_blocks` dual + single blocks."""
+        return self.end if self.end >= 0 else encoder_blocks + self.end
+
 
 @dataclass(frozen=True)
 class RepaSection:

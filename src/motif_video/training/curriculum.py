@@ -162,8 +162,7 @@ def plan(stages: list[Stage], gpu: str = "h200", gpus: int = 64, mfu: float = 0.
         model = cfg.model.transformer()
         routing = None
         if cfg.tread.enabled:
-            encoder = model.num_dual_blocks + model.num_single_blocks
-            end = cfg.tread.end if cfg.tread.end >= 0 else encoder + cfg.tread.end
+            end = cfg.tread.last_block(model.num_dual_blocks + model.num_single_blocks)
             routing = Routing(cfg.tread.start, end, cfg.tread.keep_ratio)
         text = 1 if cfg.text.encoder == "sentence" else s.text_tokens
 

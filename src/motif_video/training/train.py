@@ -261,12 +261,10 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
 
     route = None
     if cfg.tread.enabled:
-        encoder_blocks = model_cfg.num_dual_blocks + model_cfg.num_single_blocks
-        end = cfg.tread.end if cfg.tread.end >= 0 else encoder_blocks + cfg.tread.end
         keep = max(1, round(tokens * cfg.tread.keep_ratio))
         route = Route(
             cfg.tread.start,
-            end,
+            cfg.tread.last_block(model_cfg.num_dual_blocks + model_cfg.num_single_blocks),
             torch.stack([torch.rand(tokens, generator=g).argsort()[:keep].sort().values for g in gens]).to(
                 world.device
             ),
