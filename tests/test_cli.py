@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from helpers import make_inputs, shared_form_reference
+from motif_video.data import world
 
 SCRIPT = shutil.which("motif-video", path=str(Path(sys.executable).parent))
 
@@ -86,3 +87,11 @@ def test_prepare_shapes_through_the_console_script(tmp_path):
     assert bad.returncode == 2 and "4k+1 frame counts" in bad.stderr
     missing = run("prepare", str(tmp_path / "nowhere"), str(tmp_path / "y"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+    one = ["--frame-buckets", "9", "--area", "1536", "--max-objects", "1", "--quiet"]
+    single = run("prepare", "shapes:12", str(tmp_path / "one"), *one)
+    assert single.returncode == 0, single.stderr
+    captions = [json.loads(line)["caption"] for line in (tmp_path / "one" / "metadata.jsonl").read_text().splitlines()]
+    assert sorted(captions) == sorted(world.scene(0, i, max_objects=1).caption for i in range(12))
+    assert not any(" and " in c for c in captions) and any(" and " in world.scene(0, i).caption for i in range(12))
+    zero = run("prepare", "shapes:3", str(tmp_path / "z"), "--max-objects", "0")
+    assert zero.returncode == 2 and "--max-objects >= 1" in zero.stderr and "Traceback" not in zero.stderr

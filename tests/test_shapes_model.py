@@ -74,7 +74,7 @@ def test_shapes_chain_trains_text_encoder_and_exports_a_pipeline(tmp_path):
     assert read_video(samples[0].read_bytes())[0].shape == (9, 32, 32, 3)
 
 
-def test_shapes_data_is_reused_and_guarded(tmp_path):
+def test_shapes_data_is_reused_and_guarded(tmp_path, monkeypatch):
     train(tiny_shapes_config(tmp_path), progress=False)
     data = tmp_path / "data"
     stamps = {p: p.stat().st_mtime_ns for p in (data / "vae" / "config.json", *(data / "latents").glob("*.tar"))}
@@ -84,8 +84,14 @@ def test_shapes_data_is_reused_and_guarded(tmp_path):
     # other world settings on the same folder: refused, naming the folder
     with pytest.raises(ValueError, match="other \\[world\\]"):
         train(tiny_shapes_config(tmp_path, "world.clips=13"), progress=False)
+    with monkeypatch.context() as m:  # clips of another version of the world (larger objects)
+        m.setattr(world, "OBJECT_SIZE", world.OBJECT_SIZE + 0.1)
+        with pytest.raises(ValueError, match="another version of the world"):
+            train(tiny_shapes_config(tmp_path), progress=False)
     with pytest.raises(ValueError, match="set text.encoder to word, sentence or t5gemma2"):
         tiny_shapes_config(tmp_path, "text.encoder='precomputed'")
+    with pytest.raises(ValueError, match="world.max_objects must be at least 1, got 0"):
+        tiny_shapes_config(tmp_path, "world.max_objects=0")
 
 
 def test_embed_writes_float16_weights_and_scores(tmp_path):

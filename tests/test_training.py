@@ -50,6 +50,10 @@ def test_time_sampling_and_shift():
     shifted = flow.sample_times(10_000, torch.Generator().manual_seed(0), "logit_normal", shift=3.0)
     assert (shifted >= t).all() and shifted.median() > 0.7  # more noise for larger shifts
     assert flow.resolution_shift(1024, 1.0, 256) == 2.0
+    # a share at pure noise: the other samples keep the times drawn without it
+    mixed = flow.sample_times(10_000, torch.Generator().manual_seed(0), "logit_normal", shift=3.0, noise_fraction=0.2)
+    at_one = mixed == 1.0
+    assert abs(at_one.float().mean() - 0.2) < 0.02 and torch.equal(mixed[~at_one], shifted[~at_one])
     with pytest.raises(ValueError, match="unknown timestep sampling 'beta'"):
         flow.sample_times(2, g, "beta")
 
@@ -208,6 +212,8 @@ def test_config_errors_name_the_key(tmp_path):
         TrainConfig.load(CONFIG, ["steps=3"])
     with pytest.raises(ValueError, match="unknown transformer preset 'huge'"):
         TrainConfig.load(CONFIG, ["model.preset='huge'"])
+    with pytest.raises(ValueError, match=r"flow.noise_fraction must be in \[0, 1\), got 1.0"):
+        TrainConfig.load(CONFIG, ["flow.noise_fraction=1.0"])
     cfg = TrainConfig.load(CONFIG, ["optim.betas=[0.8, 0.9]", "tread.enabled=false"])
     assert cfg.optim.betas == (0.8, 0.9) and cfg.tread.enabled is False
 

@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--area", type=int, default=64 * 96, help="pixels per frame of every aspect bucket")
     prepare.add_argument("--shard-size", type=int, default=64, help="clips per shard")
     prepare.add_argument("--seed", type=int, default=0, help="seed of the shapes world")
+    prepare.add_argument("--max-objects", type=int, default=2, help="shapes world: at most this many objects per clip")
     prepare.add_argument("--quiet", action="store_true", help="no progress bar")
 
     evaluate = sub.add_parser(
@@ -524,9 +525,14 @@ def _prepare(args: argparse.Namespace) -> int:
         raise UsageError(f"--frame-buckets must be integers separated by commas, got {args.frame_buckets!r}") from None
     if any(b < 1 or (b - 1) % 4 for b in buckets):
         raise UsageError(f"--frame-buckets must be 4k+1 frame counts (1, 17, 33, 65, 121, ...), got {buckets}")
-    if args.fps <= 0 or args.area < 256 or args.shard_size < 1:
-        raise UsageError("--fps must be > 0, --area >= 256 and --shard-size >= 1")
-    cfg = PrepareConfig(fps=args.fps, frame_buckets=buckets, area=args.area, shard_size=args.shard_size)
+    if args.fps <= 0 or args.area < 256 or args.shard_size < 1 or args.max_objects < 1:
+        raise UsageError(
+            f"--fps must be > 0, --area >= 256, --shard-size >= 1 and --max-objects >= 1, got {args.fps}, "
+            f"{args.area}, {args.shard_size} and {args.max_objects}"
+        )
+    cfg = PrepareConfig(
+        fps=args.fps, frame_buckets=buckets, area=args.area, shard_size=args.shard_size, max_objects=args.max_objects
+    )
     report = prepare(args.source, args.out, cfg, seed=args.seed, progress=not args.quiet)
     print(
         f"{report['clips']} clips from {report['sources']} sources in {args.out}; {len(report['skipped'])} "

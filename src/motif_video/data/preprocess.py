@@ -35,6 +35,11 @@ class PrepareConfig:
     area: int = 64 * 96  # pixels per frame; aspect buckets share it
     shard_size: int = 64  # clips per shard (closed between sources)
     max_clips_per_video: int = 4
+    max_objects: int = 2  # shapes:N sources: each clip has 1..max_objects objects
+
+    def __post_init__(self):
+        if self.max_objects < 1:
+            raise ValueError(f"max_objects must be at least 1, got {self.max_objects}")
 
 
 def list_sources(source: str) -> tuple[list[tuple[str, str | None]], list[dict[str, str]]]:
@@ -110,7 +115,7 @@ class SkipSource(Exception):
 def _clips(path: str, caption: str | None, cfg: PrepareConfig, sizes, seed: int) -> Iterator[tuple[dict, np.ndarray]]:
     if path.startswith("shapes:"):
         index = int(path.removeprefix("shapes:"))
-        scene = world.scene(seed, index)
+        scene = world.scene(seed, index, max_objects=cfg.max_objects)
         bucket = assign(max(cfg.frame_buckets), 1, 1, cfg.frame_buckets, [sizes[len(sizes) // 2]])
         frames = world.render(scene, bucket.frames, bucket.height, bucket.width, fps=cfg.fps)
         yield _meta(path, 0, scene.caption, bucket, cfg), frames

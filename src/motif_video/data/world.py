@@ -22,7 +22,9 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "white": (245, 245, 245),
 }
 SHAPES = ("circle", "square", "triangle")
-MOTIONS: dict[str, tuple[float, float]] = {  # (dy, dx) in object sizes per second
+OBJECT_SIZE = 0.35  # an object's extent, as a fraction of the frame's shorter side
+SPEED = 0.22  # how far an object moves per second, as a fraction of the frame's shorter side
+MOTIONS: dict[str, tuple[float, float]] = {  # (dy, dx) unit directions
     "left": (0.0, -1.0),
     "right": (0.0, 1.0),
     "up": (-1.0, 0.0),
@@ -109,7 +111,8 @@ def _place(color: str, shape: str, motion: str, lane: int, count: int, rng: np.r
 
 def render(scene: Scene, frames: int, height: int, width: int, fps: float = 8.0) -> np.ndarray:
     """[frames, height, width, 3] uint8 video of the scene."""
-    size = 0.22 * min(height, width)  # object extent in pixels
+    size = OBJECT_SIZE * min(height, width)  # object extent in pixels
+    speed = SPEED * min(height, width)  # pixels per second
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     base = np.array(BACKGROUNDS[scene.background], dtype=np.float32)
     canvas = np.broadcast_to(base, (height, width, 3)).copy()
@@ -120,8 +123,8 @@ def render(scene: Scene, frames: int, height: int, width: int, fps: float = 8.0)
         dy, dx = MOTIONS[obj.motion]
         for f in range(frames):
             t = f / fps
-            cy = obj.y * height + dy * size * t
-            cx = obj.x * width + dx * size * t
+            cy = obj.y * height + dy * speed * t
+            cx = obj.x * width + dx * speed * t
             video[f][_mask(obj.shape, ys - cy, xs - cx, size / 2)] = COLORS[obj.color]
     return video.round().clip(0, 255).astype(np.uint8)
 

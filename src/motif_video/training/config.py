@@ -94,6 +94,7 @@ class WorldSection:
     height: int = 64
     width: int = 64
     fps: float = 8.0
+    max_objects: int = 2  # objects per clip: 1..max_objects
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,7 @@ class FlowSection:
     timesteps: str = "logit_normal"  # or "uniform"
     logit_mean: float = 0.0
     logit_std: float = 1.0
+    noise_fraction: float = 0.0  # share of samples trained at t = 1 (pure noise), besides the drawn times
     shift: float = 1.0  # at base_tokens; grows with sqrt(tokens / base_tokens)
     base_tokens: int = 256
     caption_dropout: float = 0.1  # for classifier-free guidance
@@ -202,6 +204,8 @@ class TrainConfig:
             )
         if self.world.height != self.world.width or self.world.height % 16:
             raise ValueError(f"world clips are square, a multiple of 16: got {self.world.height} x {self.world.width}")
+        if self.world.max_objects < 1:
+            raise ValueError(f"world.max_objects must be at least 1, got {self.world.max_objects}")
         if self.text.encoder not in TEXT_ENCODERS:
             raise ValueError(f"text.encoder must be one of {list(TEXT_ENCODERS)}, got {self.text.encoder!r}")
         if self.text.encoder in ("sentence", "t5gemma2") and not self.text.path:
@@ -218,6 +222,8 @@ class TrainConfig:
             )
         if self.flow.timesteps not in ("logit_normal", "uniform"):
             raise ValueError(f"flow.timesteps must be 'logit_normal' or 'uniform', got {self.flow.timesteps!r}")
+        if not 0.0 <= self.flow.noise_fraction < 1.0:
+            raise ValueError(f"flow.noise_fraction must be in [0, 1), got {self.flow.noise_fraction}")
         if self.optim.schedule not in ("constant", "cosine"):
             raise ValueError(f"optim.schedule must be 'constant' or 'cosine', got {self.optim.schedule!r}")
         if self.train.precision not in ("fp32", "bf16"):

@@ -8,7 +8,9 @@
 Training times: logit-normal (SD3's choice, Esser et al. 2024: sigmoid of a normal; more steps at
 mid noise) or uniform, then shifted towards noise for larger videos,
 t' = s t / (1 + (s - 1) t) with s = shift * sqrt(tokens / base_tokens): more tokens keep more
-signal at a given t, so they need more noise to be as hard (SD3, Sec. 5.3.2).
+signal at a given t, so they need more noise to be as hard (SD3, Sec. 5.3.2). Optionally a share of
+the times is set to exactly 1: at pure noise the model must produce the condition's mean clip, which a
+small model trained for minutes learns only from many such samples.
 """
 
 from __future__ import annotations
@@ -36,15 +38,20 @@ def sample_times(
     mean: float = 0.0,
     std: float = 1.0,
     shift: float = 1.0,
+    noise_fraction: float = 0.0,
 ) -> Tensor:
-    """[batch] training times in (0, 1)."""
+    """[batch] training times in (0, 1]: the drawn and shifted times, each replaced by 1 (pure noise,
+    where only the condition tells what the clip is) with probability `noise_fraction`."""
     if kind == "logit_normal":
         t = torch.sigmoid(mean + std * torch.randn(batch, generator=generator))
     elif kind == "uniform":
         t = torch.rand(batch, generator=generator)
     else:
         raise ValueError(f"unknown timestep sampling {kind!r}; choose 'logit_normal' or 'uniform'")
-    return shift_times(t, shift)
+    t = shift_times(t, shift)
+    if noise_fraction > 0:  # drawn after the times, so a run without it keeps its random stream
+        t = torch.where(torch.rand(batch, generator=generator) < noise_fraction, torch.ones_like(t), t)
+    return t
 
 
 def interpolate(x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:

@@ -17,6 +17,7 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+from motif_video.data import world as shapes_world
 from motif_video.data.precompute import precompute
 from motif_video.data.preprocess import PrepareConfig, prepare
 from motif_video.distributed import print0
@@ -29,11 +30,13 @@ def build_shapes_data(cfg, is_main: bool = True, progress: bool = True) -> Path:
     root = Path(cfg.data.path)
     world = cfg.world
     autoencoder = {k: v for k, v in asdict(cfg.autoencoder).items() if k != "path" or v}  # unset path: not recorded
-    recipe = {"world": asdict(world), "autoencoder": autoencoder}
+    render = {"object_size": shapes_world.OBJECT_SIZE, "speed": shapes_world.SPEED}  # the world's constants
+    recipe = {"world": asdict(world), "render": render, "autoencoder": autoencoder}
     recipe_file = root / "recipe.json"
     if recipe_file.is_file() and json.loads(recipe_file.read_text()) != recipe:
         raise ValueError(
-            f"{root} holds shapes data built with other [world] / [autoencoder] settings ({recipe_file}); "
+            f"{root} holds shapes data built with other [world] / [autoencoder] settings or another version of the "
+            f"world ({recipe_file}); "
             "use another data.path or delete that folder"
         )
     if not is_main:
@@ -48,7 +51,9 @@ def build_shapes_data(cfg, is_main: bool = True, progress: bool = True) -> Path:
         prepare(
             f"shapes:{world.clips}",
             clips,
-            PrepareConfig(fps=world.fps, frame_buckets=(world.frames,), area=area, shard_size=250),
+            PrepareConfig(
+                fps=world.fps, frame_buckets=(world.frames,), area=area, shard_size=250, max_objects=world.max_objects
+            ),
             seed=world.seed,
             progress=progress,
         )

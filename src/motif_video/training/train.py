@@ -229,11 +229,12 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
     first = world.rank * b  # global index of this rank's first sample
     gens = [_generator(cfg.train.seed, step, first + i) for i in range(b)]
     tokens = model_cfg.num_video_tokens(frames, height, width)
-    shift = resolution_shift(tokens, cfg.flow.shift, cfg.flow.base_tokens)
+    flow = cfg.flow
+    shift = resolution_shift(tokens, flow.shift, flow.base_tokens)
 
     noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in gens])
     t = torch.cat(
-        [sample_times(1, g, cfg.flow.timesteps, cfg.flow.logit_mean, cfg.flow.logit_std, shift) for g in gens]
+        [sample_times(1, g, flow.timesteps, flow.logit_mean, flow.logit_std, shift, flow.noise_fraction) for g in gens]
     )
     drop = torch.cat([torch.rand(1, generator=g) < cfg.flow.caption_dropout for g in gens])
     text_encoder = state.model.text_encoder
