@@ -56,11 +56,13 @@ def step_flops(cfg: TrainConfig) -> int:
 def validation_loss(pipeline_dir: Path, clips: int = 64, seed: int = 99) -> float:
     """Mean velocity MSE of a pipeline's transformer on fresh world clips at fixed times and noise."""
     pipe = MotifVideoPipeline.from_pretrained(pipeline_dir)
-    size = json.loads((pipeline_dir / "manifest.json").read_text())["defaults"]
+    manifest = json.loads((pipeline_dir / "manifest.json").read_text())
+    size = manifest["defaults"]
+    objects = manifest["config"]["world"].get("max_objects", 2)  # clips like the ones it trained on
     generator = torch.Generator().manual_seed(seed)
     total, count = 0.0, 0
     for start in range(0, clips, 8):
-        scenes = [world.scene(seed, i) for i in range(start, start + 8)]
+        scenes = [world.scene(seed, i, max_objects=objects) for i in range(start, start + 8)]
         video = torch.stack(
             [torch.from_numpy(world.render(s, size["frames"], size["height"], size["width"])) for s in scenes]
         )
