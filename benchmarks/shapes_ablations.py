@@ -58,7 +58,7 @@ def validation_loss(pipeline_dir: Path, clips: int = 64, seed: int = 99) -> floa
     pipe = MotifVideoPipeline.from_pretrained(pipeline_dir)
     manifest = json.loads((pipeline_dir / "manifest.json").read_text())
     size = manifest["defaults"]
-    objects = manifest["config"]["world"].get("max_objects", 2)  # clips like the ones it trained on
+    objects = manifest["config"]["world"].get("max_objects", world.MAX_OBJECTS)  # as in training
     generator = torch.Generator().manual_seed(seed)
     total, count = 0.0, 0
     for start in range(0, clips, 8):

@@ -35,7 +35,7 @@ class PrepareConfig:
     area: int = 64 * 96  # pixels per frame; aspect buckets share it
     shard_size: int = 64  # clips per shard (closed between sources)
     max_clips_per_video: int = 4
-    max_objects: int = 2  # shapes:N sources: each clip has 1..max_objects objects
+    max_objects: int = world.MAX_OBJECTS  # shapes:N sources: each clip has 1..max_objects objects
 
     def __post_init__(self):
         if self.max_objects < 1:

@@ -24,6 +24,7 @@ COLORS: dict[str, tuple[int, int, int]] = {
 SHAPES = ("circle", "square", "triangle")
 OBJECT_SIZE = 0.35  # an object's extent, as a fraction of the frame's shorter side
 SPEED = 0.22  # how far an object moves per second, as a fraction of the frame's shorter side
+MAX_OBJECTS = 2  # objects per scene: 1..MAX_OBJECTS unless a caller asks for fewer
 MOTIONS: dict[str, tuple[float, float]] = {  # (dy, dx) unit directions
     "left": (0.0, -1.0),
     "right": (0.0, 1.0),
@@ -77,7 +78,7 @@ def vocabulary() -> list[str]:
     return sorted(words)
 
 
-def scene(seed: int, index: int, held_out: bool = False, max_objects: int = 2) -> Scene:
+def scene(seed: int, index: int, held_out: bool = False, max_objects: int = MAX_OBJECTS) -> Scene:
     """Scene `index` of the world `seed`; `held_out=True` draws only held-out combinations."""
     rng = np.random.default_rng([seed, index, int(held_out)])
     objects = []

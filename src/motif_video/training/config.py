@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from motif_video.config import TransformerConfig, get_preset
+from motif_video.data import world as shapes_world
 from motif_video.training.autoencoder import AutoencoderConfig
 
 
@@ -94,7 +95,7 @@ class WorldSection:
     height: int = 64
     width: int = 64
     fps: float = 8.0
-    max_objects: int = 2  # objects per clip: 1..max_objects
+    max_objects: int = shapes_world.MAX_OBJECTS  # objects per clip: 1..max_objects
 
 
 @dataclass(frozen=True)
