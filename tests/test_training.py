@@ -58,6 +58,28 @@ def test_time_sampling_and_shift():
         flow.sample_times(2, g, "beta")
 
 
+def test_a_phase_trains_at_pure_noise_only(tmp_path, monkeypatch):
+    from motif_video.training import train as train_module
+
+    cfg = tiny_config(tmp_path, "train.steps=7", "flow.noise_fraction=0.2", "flow.noise_phase=[0.4, 0.7]")
+    state = build(cfg)
+    drawn: dict[int, list[float]] = {}
+    step_now = 0
+
+    def recording(*args):
+        t = flow.sample_times(*args)
+        drawn.setdefault(step_now, []).extend(t.tolist())
+        return t
+
+    monkeypatch.setattr(train_module, "sample_times", recording)
+    for step_now in range(7):
+        train_step(state, step_now)
+    assert all(t == 1.0 for step in (3, 4) for t in drawn[step])  # inside the phase: pure noise only
+    assert any(t < 1.0 for step in range(3) for t in drawn[step])  # before it the drawn times ...
+    assert any(t < 1.0 for step in (5, 6) for t in drawn[step])  # ... and after it again
+    assert [train_module.pure_noise_share(cfg, s) for s in range(7)] == [0.2] * 3 + [1.0] * 2 + [0.2] * 2
+
+
 # -- REPA ----------------------------------------------------------------------------------------
 
 
@@ -214,6 +236,10 @@ def test_config_errors_name_the_key(tmp_path):
         TrainConfig.load(CONFIG, ["model.preset='huge'"])
     with pytest.raises(ValueError, match=r"flow.noise_fraction must be in \[0, 1\), got 1.0"):
         TrainConfig.load(CONFIG, ["flow.noise_fraction=1.0"])
+    with pytest.raises(ValueError, match=r"flow.noise_phase must be \[start, end\], .*got \[0.5, 1.2\]"):
+        TrainConfig.load(CONFIG, ["flow.noise_phase=[0.5, 1.2]"])
+    with pytest.raises(ValueError, match=r"flow.noise_phase_fraction must be in \[0, 1\], got 1.5"):
+        TrainConfig.load(CONFIG, ["flow.noise_phase_fraction=1.5"])
     cfg = TrainConfig.load(CONFIG, ["optim.betas=[0.8, 0.9]", "tread.enabled=false"])
     assert cfg.optim.betas == (0.8, 0.9) and cfg.tread.enabled is False
 

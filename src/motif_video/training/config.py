@@ -120,6 +120,9 @@ class FlowSection:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     noise_fraction: float = 0.0  # share of samples trained at t = 1 (pure noise), besides the drawn times
+    noise_phase: tuple[float, float] = (0.0, 0.0)  # [start, end) as shares of train.steps: a phase that puts
+    # noise_phase_fraction of each batch at t = 1 instead of noise_fraction
+    noise_phase_fraction: float = 1.0
     shift: float = 1.0  # at base_tokens; grows with sqrt(tokens / base_tokens)
     base_tokens: int = 256
     caption_dropout: float = 0.1  # for classifier-free guidance
@@ -225,6 +228,14 @@ class TrainConfig:
             raise ValueError(f"flow.timesteps must be 'logit_normal' or 'uniform', got {self.flow.timesteps!r}")
         if not 0.0 <= self.flow.noise_fraction < 1.0:
             raise ValueError(f"flow.noise_fraction must be in [0, 1), got {self.flow.noise_fraction}")
+        if not 0.0 <= self.flow.noise_phase_fraction <= 1.0:
+            raise ValueError(f"flow.noise_phase_fraction must be in [0, 1], got {self.flow.noise_phase_fraction}")
+        phase = self.flow.noise_phase
+        if len(phase) != 2 or not 0.0 <= phase[0] <= phase[1] <= 1.0:
+            raise ValueError(
+                f"flow.noise_phase must be [start, end], shares of train.steps with 0 <= start <= end <= 1, "
+                f"got {list(phase)}"
+            )
         if self.optim.schedule not in ("constant", "cosine"):
             raise ValueError(f"optim.schedule must be 'constant' or 'cosine', got {self.optim.schedule!r}")
         if self.train.precision not in ("fp32", "bf16"):

@@ -217,6 +217,16 @@ def _generator(seed: int, step: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 100_003 + index)
 
 
+def pure_noise_share(cfg: TrainConfig, step: int) -> float:
+    """The share of step `step`'s samples trained at t = 1: `flow.noise_phase_fraction` inside the
+    phase `flow.noise_phase` (shares of the run: [0.5, 0.9] of 1,000 steps is steps 500..899),
+    `flow.noise_fraction` elsewhere. (A phase at pure noise, where the caption alone must say what
+    the clip is, is where the shapes-tiny model learns what a direction word means; the steps after
+    it bring back the rest of the path.)"""
+    start, end = (round(share * cfg.train.steps) for share in cfg.flow.noise_phase)
+    return cfg.flow.noise_phase_fraction if start <= step < end else cfg.flow.noise_fraction
+
+
 def train_step(state: TrainState, step: int) -> dict[str, float]:
     cfg, world = state.cfg, state.world
     transformer = state.model.transformer
@@ -233,9 +243,8 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
     shift = resolution_shift(tokens, flow.shift, flow.base_tokens)
 
     noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in gens])
-    t = torch.cat(
-        [sample_times(1, g, flow.timesteps, flow.logit_mean, flow.logit_std, shift, flow.noise_fraction) for g in gens]
-    )
+    at_one = pure_noise_share(cfg, step)
+    t = torch.cat([sample_times(1, g, flow.timesteps, flow.logit_mean, flow.logit_std, shift, at_one) for g in gens])
     drop = torch.cat([torch.rand(1, generator=g) < cfg.flow.caption_dropout for g in gens])
     text_encoder = state.model.text_encoder
     if text_encoder is not None or state.frozen_text is not None:  # captions are encoded here
