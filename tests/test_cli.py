@@ -29,6 +29,25 @@ def test_help_lists_every_subcommand():
         assert command in result.stdout
 
 
+def test_help_prints_each_default_once_and_nothing_on_stderr():
+    from motif_video.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name, command in commands.items():
+        formatter = command._get_formatter()
+        for action in command._actions:
+            text = formatter._expand_help(action) if action.help else ""
+            assert text.count("default") <= 1, f"{name} {action.option_strings}: {text}"
+    result = run("eval", "--help")
+    assert result.returncode == 0 and result.stderr == ""
+    assert "prompts per split (default: 8)" in " ".join(result.stdout.split())
+    for command in ("eval", "analyze", "generate", "serve", "curriculum"):  # every command that runs a model
+        assert "--device" in commands[command].format_help() and "--dtype" in commands[command].format_help()
+    top = run("--help")
+    assert top.stderr == "" and "not built yet" not in top.stdout
+
+
 def test_serve_refuses_bad_options_before_loading():
     result = run("serve", "--port", "70000")
     assert result.returncode == 2

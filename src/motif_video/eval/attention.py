@@ -61,13 +61,16 @@ def analyze(
     chunk: int = 256,
 ) -> AttentionReport:
     cfg = transformer.cfg
+    parameter = next(transformer.parameters())  # the analysis runs where the model is, in float32 inputs
+    latents = latents.to(parameter.device, torch.float32)
+    text, text_mask = text.to(parameter.device), None if text_mask is None else text_mask.to(parameter.device)
     _, z, frames, height, width = latents.shape
     noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed)).to(latents)
-    x_t = interpolate(latents, noise, torch.tensor([t]))
+    x_t = interpolate(latents, noise, torch.tensor([t], device=latents.device))
     condition = torch.zeros(1, cfg.in_channels - z, frames, height, width, dtype=latents.dtype, device=latents.device)
     grid = cfg.token_grid(frames, height, width)
     probe = AttentionProbe(grid[0], grid[1] * grid[2], chunk=chunk)
-    dtype = next(transformer.parameters()).dtype
+    dtype = parameter.dtype
     transformer(
         torch.cat([x_t, condition], dim=1).to(dtype),
         torch.tensor([t * TIMESTEP_SCALE], device=latents.device),

@@ -17,8 +17,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from motif_video.data import world
 
@@ -100,21 +102,26 @@ def _classify(mask: np.ndarray) -> str:
     return min(FILL_RATIO, key=lambda s: abs(FILL_RATIO[s] - fill))
 
 
-def evaluate(generate: Callable[[str, int], np.ndarray], count: int = 8, seed: int = 1234) -> dict:
+def evaluate(
+    generate: Callable[[str, int], np.ndarray], count: int = 8, seed: int = 1234, progress: bool = False
+) -> dict:
     """Generate (`generate(caption, index) -> video`, index unique over both splits) and score
     trained and held-out prompts."""
     report: dict = {}
+    bar = tqdm(total=2 * count, desc="shapes benchmark", unit="video", disable=not progress)
     for offset, (split, held_out) in enumerate((("trained", False), ("held_out", True))):
         rows = []
         for i, scene in enumerate(benchmark_scenes(count, held_out, seed)):
             s = score(generate(scene.caption, offset * count + i), scene)
             rows.append({"caption": scene.caption, **asdict(s), "mean": s.mean})
+            bar.update()
         report[split] = {
             "prompts": rows,
             "mean": {
                 k: float(np.mean([r[k] for r in rows])) for k in ("color", "shape", "motion", "stability", "mean")
             },
         }
+    bar.close()
     return report
 
 
@@ -139,3 +146,68 @@ def markdown(report: dict) -> str:
             f"{m['stability']:.3f} | {m['mean']:.3f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def run_benchmark(
+    generate: Callable[[str, int], np.ndarray],
+    out: str | Path,
+    *,
+    count: int,
+    source: str,
+    pipe=None,
+    frames: int = 17,
+    height: int = 64,
+    width: int = 64,
+    progress: bool = False,
+) -> dict:
+    """One benchmark run written to `out`: the videos, report.json / report.md, the weight-free
+    metrics of every video and report.html; with `pipe`, also the attention figure of its first video."""
+    from motif_video.eval.metrics import all_metrics
+    from motif_video.eval.report import table as html_table
+    from motif_video.eval.report import write_html
+    from motif_video.media import write_json, write_mp4
+
+    out = Path(out)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    kept: list[tuple[str, str, dict]] = []
+
+    def generate_and_keep(caption: str, index: int) -> np.ndarray:
+        video = generate(caption, index)
+        name = f"videos/{index:03d}-{'-'.join(caption.split()[1:4])}.mp4"
+        write_mp4(video, out / name, fps=8)
+        kept.append((caption, name, all_metrics(video)))
+        return video
+
+    report = evaluate(generate_and_keep, count=count, progress=progress)
+    report["source"] = source
+    report["metrics"] = {name: metrics for _, name, metrics in kept}
+    write_json(report, out / "report.json")
+    (out / "report.md").write_text(markdown(report))
+    shapes_rows = [
+        [split, *(report[split]["mean"][k] for k in ("color", "shape", "motion", "stability", "mean"))]
+        for split in ("trained", "held_out")
+    ]
+    metric_names = list(kept[0][2])
+    figures = []
+    if pipe is not None:  # how the model attends, on its first video (noised half-way)
+        from motif_video.eval.attention import study, video_latents
+
+        caption, name, _ = kept[0]
+        latents = video_latents(pipe.vae, out / name, frames, height, width)
+        study(pipe, caption, latents, out, video=name)
+        figures.append((f"Attention per block: {caption} (t = 0.5)", "attention.png"))
+    write_html(
+        out / "report.html",
+        f"Shapes benchmark: {source}",
+        [(caption, name) for caption, name, _ in kept],
+        [
+            html_table("Shapes benchmark", ["split", "color", "shape", "motion", "stability", "mean"], shapes_rows),
+            html_table(
+                "Weight-free metrics",
+                ["video", *metric_names],
+                [[name, *(m[k] for k in metric_names)] for _, name, m in kept],
+            ),
+        ],
+        figures,
+    )
+    return report

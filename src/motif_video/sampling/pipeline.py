@@ -78,6 +78,7 @@ class MotifVideoPipeline:
         self.device = torch.device(device)
         self.offload = offload  # keep models on the CPU and move each to the device only while used
         self.source: str | None = None
+        self.dtype = next(transformer.parameters()).dtype
         self.last_cache: StepCache | None = None  # the last call's step cache (its counts)
 
     @classmethod
@@ -122,6 +123,7 @@ class MotifVideoPipeline:
         guidance = GuidanceConfig.from_diffusers(json.loads(guider_file.read_text())) if guider_file.is_file() else None
         pipe = cls(transformer, vae, text_encoder, scheduler_config, guidance, device=device, offload=offload)
         pipe.source = str(root)
+        pipe.dtype = dtype
         return pipe
 
     # -- request validation -----------------------------------------------------------------------
@@ -251,6 +253,31 @@ class _Placement:
             self.component.to("cpu")
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
+
+
+def resolve_runtime(device: str | None = None, dtype: str | None = None) -> tuple[str, torch.dtype]:
+    """The device and dtype a command runs on: the given ones, else CUDA in bfloat16 where present, else the
+    CPU in float32. A clear error for a device that is not there or a dtype the CPU cannot run."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:
+        raise ValueError(f"device {device!r} is not available: {str(e).splitlines()[0]}") from None
+    name = dtype or ("bfloat16" if torch.device(device).type == "cuda" else "float32")
+    if name not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"dtype must be float32, bfloat16 or float16, got {name!r}")
+    if torch.device(device).type == "cpu" and name == "float16":
+        raise ValueError("dtype float16 is not supported on the CPU; use float32 or bfloat16")
+    return device, getattr(torch, name)
+
+
+def load_pipeline(
+    weights: str | Path, *, device: str | None = None, dtype: str | None = None, **options
+) -> MotifVideoPipeline:
+    """The one way every command (generate, serve, eval, analyze, curriculum) loads a pipeline:
+    device and dtype resolved by `resolve_runtime`, `options` passed to `from_pretrained`."""
+    device, torch_dtype = resolve_runtime(device, dtype)
+    return MotifVideoPipeline.from_pretrained(weights, dtype=torch_dtype, device=device, **options)
 
 
 def validate_request(

@@ -1,0 +1,61 @@
+"""`motif-video`: one subcommand per job, one module per command group. Parsing and display only:
+each command calls the package's Python API, which holds the work.
+
+    generate.py   generate, serve
+    data.py       prepare, precompute
+    train.py      train, curriculum, plan
+    evaluate.py   eval, analyze
+    model.py      info, convert
+
+Every failure the user can fix (bad options, missing or broken files) ends in one line on stderr
+and exit status 2; an interrupt exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from motif_video.cli import data, evaluate, generate, model, train
+from motif_video.cli.common import UsageError
+
+__all__ = ["UsageError", "build_parser", "main"]
+
+GROUPS = (generate, data, train, evaluate, model)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from motif_video import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="motif-video",
+        description="Motif-Video 2B: text-to-video and image-to-video diffusion transformer.",
+    )
+    parser.add_argument("--version", action="version", version=f"motif-video {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for group in GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command in ("train", "curriculum"):  # overrides may come after options: `train cfg.toml --quiet a.b=1`
+        args.overrides += [e for e in extra if "=" in e and not e.startswith("-")]
+        extra = [e for e in extra if e not in args.overrides]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print(f"motif-video {args.command}: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+    except (UsageError, ValueError, OSError, FloatingPointError) as e:
+        print(f"motif-video {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""What every command group shares: the error type, the help layout, the weights / device / dtype options."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as one line, exit status 2."""
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows an option's default once: appended only where the help text does not already speak of it,
+    and never for defaults that mean "unset" (None, False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or action.option_strings == []
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def add_parser(sub, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand parser with the house help layout."""
+    return sub.add_parser(name, formatter_class=HelpFormatter, **kwargs)
+
+
+def add_weights_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="pipeline directory in the official layout (default: the embedded shapes-world model)",
+    )
+
+
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """--device and --dtype, the same on every command that runs a model."""
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default=None,
+        help="weights dtype (default: bfloat16 on CUDA, float32 on the CPU)",
+    )
+
+
+def weights_path(args: argparse.Namespace) -> Path:
+    """--weights, or the embedded model; the directory is checked before anything loads."""
+    from motif_video.embedded import embedded_weights
+    from motif_video.sampling.pipeline import check_weights_dir
+
+    weights = Path(args.weights) if args.weights is not None else embedded_weights()
+    check_weights_dir(weights)
+    return weights
+
+
+def fill_defaults(args: argparse.Namespace, weights: Path | None, fallback: dict) -> None:
+    """Options left unset take the weights' own defaults (their manifest.json), else `fallback`."""
+    from motif_video.embedded import manifest
+
+    values = dict(fallback)
+    if weights is not None:
+        values.update({k: v for k, v in manifest(weights).get("defaults", {}).items() if k in fallback})
+    for name, value in values.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
+def load_pipeline(args: argparse.Namespace, weights: Path, **options):
+    """The pipeline of `weights` on the command's --device / --dtype (the one loading path of every command)."""
+    from motif_video.sampling.pipeline import load_pipeline as load
+
+    return load(weights, device=args.device, dtype=args.dtype, **options)

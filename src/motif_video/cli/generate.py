@@ -1,0 +1,246 @@
+"""`generate` (a video from a prompt, and an image for I2V) and `serve` (the web page)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from motif_video.cli.common import (
+    UsageError,
+    add_parser,
+    add_runtime_options,
+    fill_defaults,
+    load_pipeline,
+    weights_path,
+)
+
+
+def register(sub) -> None:
+    from motif_video.sampling.schedule import SCHEDULERS
+
+    p = add_parser(
+        sub,
+        "generate",
+        help="generate a video from a prompt (and optionally a first image)",
+        description="Generate a video with Motif-Video: text-to-video, or image-to-video with --image. Writes an "
+        "H.264 MP4 and a JSON sidecar (same name, .json) with everything needed to reproduce it.",
+    )
+    p.add_argument("prompt", help="what the video shows")
+    p.add_argument("--image", default=None, help="first frame for image-to-video (any image file PIL reads)")
+    p.add_argument(
+        "--negative-prompt",
+        default=None,
+        help="what to steer away from (default: the negative prompt the released model was trained "
+        "against; '' for none)",
+    )
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="pipeline directory in the official layout (transformer/, vae/, text_encoder/, tokenizer/, "
+        "scheduler/, for I2V feature_extractor/); default: the embedded shapes-world model, which knows only "
+        "shapes-world words ('a red circle moves to the left on a gray background')",
+    )
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the weights' manifest, else 50)")
+    p.add_argument(
+        "--guidance",
+        choices=["apg", "cfg", "none"],
+        default=None,
+        help="guidance method (default: the weights' guider/ config, else APG)",
+    )
+    p.add_argument("--guidance-scale", type=float, default=None, help="guidance scale (default: from the guider)")
+    p.add_argument(
+        "--scheduler", choices=list(SCHEDULERS), default=None, help="sampler (default: the weights' scheduler/ config)"
+    )
+    p.add_argument("--shift", type=float, default=None, help="flow time shift (default: the scheduler config's)")
+    size = "pixels, a multiple of the model's VAE factor x patch size (16 for the released model, 8 for the embedded)"
+    p.add_argument("--height", type=int, default=None, help=f"{size}; default: manifest, else 480")
+    p.add_argument("--width", type=int, default=None, help=f"{size}; default: manifest, else 832")
+    p.add_argument(
+        "--frames", type=int, default=None, help="4k+1 frames (49 = 2 s at 24 fps; default: manifest, else 49)"
+    )
+    p.add_argument("--fps", type=int, default=None, help="frame rate of the written video (default: manifest, else 24)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first video; video i uses seed+i")
+    p.add_argument("--batch", type=int, default=1, help="number of videos")
+    p.add_argument("--out", default="motif-video.mp4", help="output .mp4 (with --batch N: NAME-0.mp4, NAME-1.mp4, ...)")
+    p.add_argument("--gif", action="store_true", help="also write a GIF")
+    p.add_argument("--contact-sheet", action="store_true", help="also write a PNG strip of frames")
+    add_runtime_options(p)
+    p.add_argument(
+        "--offload",
+        action="store_true",
+        help="keep models in CPU memory and move each to the device only while it runs",
+    )
+    p.add_argument("--vae-tiling", action="store_true", help="decode in tiles (less memory for large videos)")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="weight-only int8 block projections (torchao)")
+    p.add_argument(
+        "--gguf",
+        default=None,
+        help="load the transformer from this GGUF file (official key names; quantized layers stay quantized, "
+        "dequantized one layer at a time); the other components come from --weights",
+    )
+    p.add_argument(
+        "--cache-threshold",
+        type=float,
+        default=None,
+        help="step caching: reuse the last prediction while the model's modulated input changed less than this "
+        "in total (TeaCache-style; 0.05-0.2 trade quality for speed; default: off)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=generate)
+
+    s = add_parser(
+        sub,
+        "serve",
+        help="start the web page (Gradio) for a model",
+        description="Start a Gradio page for one model: prompt, negative prompt, first image (I2V, where the model "
+        "has an image encoder), seed, steps, guidance scale, size and length presets valid for the model; the video "
+        "with a download link and its reproducibility JSON. Requests wait in one queue and run one at a time; Cancel "
+        "stops a running generation at its next step. The same endpoint answers gradio_client (api_name "
+        "'/generate').",
+    )
+    s.add_argument("--weights", default=None, help="pipeline directory (default: the embedded shapes-world model)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    s.add_argument("--port", type=int, default=7860, help="TCP port")
+    s.add_argument("--out-dir", default=None, help="where videos and their JSON go (default: a temp folder)")
+    add_runtime_options(s)
+    s.add_argument("--max-queue", type=int, default=64, help="requests that may wait; more are refused")
+    s.set_defaults(run=serve)
+
+
+def generate(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from motif_video import distributed
+    from motif_video.media import check_writable, write_contact_sheet, write_gif, write_json, write_mp4
+    from motif_video.sampling.pipeline import (
+        DEFAULT_NEGATIVE_PROMPT,
+        generation_record,
+        load_image,
+        request_factors,
+        resolve_runtime,
+        validate_request,
+    )
+
+    # Cheap checks first: nothing is loaded for a request that cannot succeed.
+    weights = weights_path(args)
+    # Unset options: the weights' own defaults (manifest.json), else those of the released model.
+    fill_defaults(
+        args, weights, {"height": 480, "width": 832, "frames": 49, "fps": 24, "steps": 50, "negative_prompt": None}
+    )
+    validate_request([args.prompt], args.height, args.width, args.frames, args.steps, *request_factors(weights))
+    # an unreadable image fails here, before the model is loaded
+    image = load_image(args.image, args.height, args.width) if args.image else None
+    out = Path(args.out)
+    if out.suffix.lower() != ".mp4":
+        raise UsageError(f"--out must name an .mp4 file, got {out}")
+    check_writable(out)
+    if args.cache_threshold is not None and not args.cache_threshold >= 0:
+        raise UsageError(f"--cache-threshold must be >= 0, got {args.cache_threshold}")
+    if args.batch < 1:
+        raise UsageError(f"--batch must be >= 1, got {args.batch}")
+    if args.fps < 1:
+        raise UsageError(f"--fps must be >= 1, got {args.fps}")
+    if args.gguf is not None and not Path(args.gguf).is_file():
+        raise UsageError(f"--gguf file {args.gguf} does not exist")
+    world = None
+    if distributed.launched():  # torchrun: the video tokens are split over the processes (context parallel)
+        world = distributed.init()
+        args.device = args.device or str(world.device)
+    device, dtype = resolve_runtime(args.device, args.dtype)
+    args.device, dtype_name = device, str(dtype).removeprefix("torch.")
+
+    started = time.time()
+    pipe = load_pipeline(
+        args, weights, offload=args.offload, vae_tiling=args.vae_tiling, quantize=args.quantize, gguf=args.gguf
+    )
+    if world is not None:
+        from motif_video.model.context_parallel import ContextParallel
+
+        heads = pipe.transformer.cfg.num_heads
+        if heads % world.size:
+            raise UsageError(f"{heads} attention heads do not split over {world.size} processes; use a divisor")
+        pipe.transformer.parallel = ContextParallel.over_world(torch.device(device).type)
+    guidance = pipe.guidance
+    if args.guidance is not None or args.guidance_scale is not None:
+        guidance = guidance.with_kind(args.guidance or guidance.kind, args.guidance_scale)
+    negative = DEFAULT_NEGATIVE_PROMPT if args.negative_prompt is None else args.negative_prompt
+
+    result = pipe(
+        [args.prompt] * args.batch,
+        image=image,
+        negative_prompt=negative,
+        height=args.height,
+        width=args.width,
+        frames=args.frames,
+        steps=args.steps,
+        guidance=guidance,
+        scheduler=args.scheduler,
+        shift=args.shift,
+        seed=args.seed,
+        progress=not args.quiet,
+        cache_threshold=args.cache_threshold,
+    )
+    if world is not None:
+        distributed.shutdown()
+        if not world.is_main:  # every process made the same video; the first writes it
+            return 0
+    videos = result.uint8()
+    outputs = [out] if args.batch == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(args.batch)]
+    for i, (frames, path) in enumerate(zip(videos, outputs, strict=True)):
+        write_mp4(frames, path, fps=args.fps)
+        if args.gif:
+            write_gif(frames, path.with_suffix(".gif"), fps=args.fps)
+        if args.contact_sheet:
+            write_contact_sheet(frames, path.with_suffix(".png"))
+        record = generation_record(
+            pipe,
+            weights,
+            prompt=args.prompt,
+            negative_prompt=negative,
+            image=args.image,
+            seed=args.seed + i,
+            steps=args.steps,
+            guidance=guidance,
+            scheduler=args.scheduler,
+            shift=args.shift,
+            height=args.height,
+            width=args.width,
+            frames=args.frames,
+            fps=args.fps,
+            dtype=dtype_name,
+            device=device,
+            seconds=time.time() - started,
+            command=["motif-video", *sys.argv[1:]],
+        )
+        if world is not None:
+            record["context_parallel"] = world.size
+        if pipe.last_cache is not None:
+            cache = pipe.last_cache
+            record["cache"] = {"threshold": cache.threshold, "computed": cache.computed, "reused": cache.reused}
+        write_json(record, path.with_suffix(".json"))
+        print(f"wrote {path} ({args.frames} frames, {args.width}x{args.height}, {args.fps} fps)")
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    from motif_video.embedded import embedded_weights
+    from motif_video.sampling.pipeline import resolve_runtime
+    from motif_video.serve import Studio, build_app, default_out_dir
+
+    weights = Path(args.weights) if args.weights is not None else embedded_weights()
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
+    if args.max_queue < 1:
+        raise UsageError(f"--max-queue must be >= 1, got {args.max_queue}")
+    device, dtype = resolve_runtime(args.device, args.dtype)
+    out_dir = Path(args.out_dir) if args.out_dir else default_out_dir()
+    print(f"loading {weights} on {device} ...", flush=True)
+    studio = Studio(weights, device, dtype, out_dir)
+    app = build_app(studio)
+    app.queue(max_size=args.max_queue)
+    print(f"videos go to {out_dir}", flush=True)
+    app.launch(server_name=args.host, server_port=args.port, allowed_paths=[str(out_dir)], show_error=False)
+    return 0

@@ -1,0 +1,128 @@
+"""The training commands: `train` (one run), `curriculum run` (staged runs) and `plan` (their compute)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from motif_video.cli.common import UsageError, add_parser, add_runtime_options
+
+
+def register(sub) -> None:
+    train = add_parser(
+        sub,
+        "train",
+        help="train or fine-tune (rectified flow, TREAD, REPA); resumes automatically",
+        description="Train a Motif-Video transformer from a TOML run file plus dotted overrides, e.g. "
+        "'motif-video train configs/debug.toml optim.lr=1e-4 train.steps=500'. Resumes from the newest complete "
+        "checkpoint in train.out_dir. Launch with torchrun for several processes (FSDP2).",
+    )
+    train.add_argument("config", help="TOML run file (see configs/)")
+    train.add_argument("overrides", nargs="*", help="section.key=value settings that replace the file's")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(run=run_train)
+
+    curriculum = add_parser(
+        sub,
+        "curriculum",
+        help="run a staged training curriculum (one TOML per stage); resumes inside and across stages",
+        description="Run the stage files of DIR in name order ('motif-video curriculum run configs/micro-curriculum'). "
+        "Each stage starts from an earlier stage's EMA transformer (a new text encoder rebuilds the text projection; "
+        "Shared Cross-Attention switched on is inserted with a zero output projection) and trains with its own data, "
+        "buckets, text encoder and REPA teacher. Progress is recorded in curriculum.json beside the stages' outputs; "
+        "a re-run skips finished stages and resumes the interrupted one from its checkpoints.",
+    )
+    curriculum.add_argument("action", choices=["run"])
+    curriculum.add_argument("directory", help="folder of stage files (see configs/motif-video-2b/)")
+    curriculum.add_argument("overrides", nargs="*", help="section.key=value settings applied to every stage")
+    curriculum.add_argument("--until", default=None, help="stop after this stage")
+    curriculum.add_argument(
+        "--eval-shapes", type=int, default=0, help="after each stage, score N shapes-benchmark prompts per split"
+    )
+    add_runtime_options(curriculum)  # of the --eval-shapes generation
+    curriculum.add_argument("--quiet", action="store_true", help="no progress bars")
+    curriculum.set_defaults(run=run_curriculum)
+
+    plan = add_parser(
+        sub,
+        "plan",
+        help="compute plan of a curriculum: tokens, FLOPs and GPU-hours per stage",
+        description="Count the training FLOPs of every stage of DIR from its model config, buckets, interleave "
+        "pattern, steps and batch sizes (2 FLOPs per multiply-add, backward = 2x forward, TREAD routing "
+        "included) and convert them to GPU-hours at the given MFU; the total is compared with the report's "
+        "budget (< 100,000 H200 hours).",
+    )
+    plan.add_argument("directory", help="folder of stage files")
+    plan.add_argument("--gpu", default="h200", help="h100, h200, b200 or a100 (dense BF16 peak)")
+    plan.add_argument("--gpus", type=int, default=64, help="GPUs the wall-clock days are given for")
+    plan.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation assumed")
+    plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    plan.set_defaults(run=run_plan)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from motif_video import distributed
+    from motif_video.training.config import TrainConfig
+    from motif_video.training.train import train
+
+    if not Path(args.config).is_file():
+        raise UsageError(f"config file {args.config} does not exist")
+    cfg = TrainConfig.load(args.config, args.overrides)
+    command = " ".join(["motif-video", "train", args.config, *args.overrides])
+    try:
+        history = train(cfg, progress=not args.quiet, command=command)
+    finally:
+        distributed.shutdown()
+    if history:
+        last = history[-1]
+        distributed.print0(f"step {last['step'] + 1}: loss {last['loss']:.4f}; run directory {cfg.train.out_dir}")
+    return 0
+
+
+def run_curriculum(args: argparse.Namespace) -> int:
+    from motif_video import distributed
+    from motif_video.training import curriculum
+
+    if not Path(args.directory).is_dir():
+        raise UsageError(f"curriculum folder {args.directory} does not exist")
+    after_stage = None
+    if args.eval_shapes > 0:
+
+        def after_stage(stage, pipeline):
+            from motif_video.eval.shapes import evaluate, pipeline_generator
+            from motif_video.sampling.pipeline import load_pipeline
+
+            if pipeline is None:
+                return {}
+            world = stage.cfg.world
+            pipe = load_pipeline(pipeline, device=args.device, dtype=args.dtype)
+            generate = pipeline_generator(pipe, height=world.height, width=world.width, frames=world.frames, steps=20)
+            report = evaluate(generate, count=args.eval_shapes, progress=not args.quiet)
+            return {"shapes": {split: report[split]["mean"] for split in ("trained", "held_out")}}
+
+    command = " ".join(["motif-video", "curriculum", "run", args.directory, *args.overrides])
+    try:
+        record = curriculum.run(
+            args.directory, args.until, args.overrides, not args.quiet, command=command, after_stage=after_stage
+        )
+    finally:
+        distributed.shutdown()
+    for name, stage in record["stages"].items():
+        shapes = stage.get("shapes", {}).get("trained", {}).get("mean")
+        extra = "" if shapes is None else f", shapes benchmark {shapes:.3f}"
+        distributed.print0(f"{name}: {stage['steps']} steps, loss {stage['final_loss']:.4f}{extra}")
+    return 0
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    import json
+
+    from motif_video.training import curriculum
+
+    if not Path(args.directory).is_dir():
+        raise UsageError(f"curriculum folder {args.directory} does not exist")
+    if args.gpus < 1:
+        raise UsageError(f"--gpus must be >= 1, got {args.gpus}")
+    result = curriculum.plan(curriculum.load(args.directory), args.gpu, args.gpus, args.mfu)
+    print(json.dumps(result, indent=2) if args.json else curriculum.plan_table(result), end="")
+    return 0
