@@ -11,6 +11,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --no-deps rapidocr-onnxruntime==1.4.4  # OCR models in the wheel; see pyproject
 	touch $@
 
 install: $(VENV)/.installed

@@ -9,6 +9,27 @@ from motif_video.cli.common import UsageError, add_parser
 
 
 def register(sub) -> None:
+    curate = add_parser(
+        sub,
+        "curate",
+        help="raw videos and images -> curated clips and a clip table (the report's data funnel)",
+        description="Run the curation funnel over SOURCE (a folder of raw videos and images, or a .csv / .jsonl list "
+        "with a path column and optional caption and synthetic columns): sanitation, black borders, burned-in text "
+        "(OCR), shot splitting, quality filters (brightness, motion, sharpness, aesthetic with local weights), "
+        "near-duplicates and stage admission. Writes OUT/clips.parquet (one row per candidate clip and per rejected "
+        "file, with every measurement and the reason), the kept clips re-encoded under OUT/clips/, and "
+        "OUT/report.html. Re-running skips files already measured. `motif-video prepare OUT ...` reads the result.",
+    )
+    curate.add_argument("source", help="folder of raw files, or a .csv / .jsonl list")
+    curate.add_argument("out", help="output folder")
+    curate.add_argument("--config", default=None, help="TOML file with the stages' sections (see docs/data.md)")
+    curate.add_argument("overrides", nargs="*", help="section.key=value settings, e.g. quality.motion_min=0.01")
+    curate.add_argument("--engine", choices=["local", "ray"], default="local", help="local process pool or Ray Data")
+    curate.add_argument("--workers", type=int, default=1, help="processes (local) or CPUs of a local Ray instance")
+    curate.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local one)")
+    curate.add_argument("--quiet", action="store_true", help="no progress bars")
+    curate.set_defaults(run=run_curate)
+
     prepare = add_parser(
         sub,
         "prepare",
@@ -18,7 +39,7 @@ def register(sub) -> None:
         ".txt caption beside each, a .csv/.jsonl list of path,caption, or shapes:N for N procedural clips. "
         "Re-running resumes: sources already in committed shards are skipped.",
     )
-    prepare.add_argument("source", help="folder, .csv/.jsonl list, or shapes:N")
+    prepare.add_argument("source", help="folder (or a curate output folder), .csv/.jsonl list, or shapes:N")
     prepare.add_argument("out", help="output folder for shards, metadata.jsonl and report.json")
     prepare.add_argument("--fps", type=float, default=8.0, help="frame rate of the clips")
     prepare.add_argument("--frame-buckets", default="17,33", help="clip lengths in frames, comma-separated")
@@ -85,4 +106,32 @@ def run_precompute(args: argparse.Namespace) -> int:
     finally:
         distributed.shutdown()
     print(f"rank {world.rank}: wrote {len(written)} shards to {args.out}")
+    return 0
+
+
+def run_curate(args: argparse.Namespace) -> int:
+    from motif_video.data.curation.config import CurateConfig
+    from motif_video.data.curation.funnel import curate
+
+    if args.config is not None and not Path(args.config).is_file():
+        raise UsageError(f"--config file {args.config} does not exist")
+    if args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    cfg = CurateConfig.load(args.config, args.overrides)
+    summary = curate(
+        args.source,
+        args.out,
+        cfg,
+        engine=args.engine,
+        workers=args.workers,
+        ray_address=args.ray_address,
+        progress=not args.quiet,
+    )
+    rejected = ", ".join(f"{k} {v}" for k, v in summary["rejected_by"].items()) or "none"
+    admitted = ", ".join(f"{k.removeprefix('stage_')} {v}" for k, v in summary["admitted"].items())
+    print(
+        f"{summary['kept']} clips kept of {summary['rows']} rows from {summary['sources']} files; "
+        f"rejected by {rejected}; admitted {admitted}"
+    )
+    print(f"wrote {Path(args.out) / 'clips.parquet'} and {Path(args.out) / 'report.html'}")
     return 0

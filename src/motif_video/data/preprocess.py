@@ -1,6 +1,7 @@
 """`prepare`: captioned clips -> bucketed WebDataset shards, a metadata table and a report.
 
-Sources are a folder of videos (captions in a `.txt` beside each video), a CSV or JSONL list of
+Sources are a folder of videos (captions in a `.txt` beside each video), a `motif-video curate`
+output folder (its kept clips, captions from the clip table), a CSV or JSONL list of
 `path,caption`, or `shapes:N`, N clips of the procedural shapes world. Each video is decoded with
 PyAV, resampled to the target fps, cut into clips of the longest frame bucket that fits, each clip
 resized to cover its aspect bucket and centre-cropped, and written as H.264 into the shards.
@@ -55,6 +56,11 @@ def list_sources(source: str) -> tuple[list[tuple[str, str | None]], list[dict[s
         return [(str((path.parent / p).resolve()) if not Path(p).is_absolute() else p, c) for p, c in rows], []
     if not path.is_dir():
         raise ValueError(f"source {source} must be a folder, a .csv/.jsonl list or shapes:N")
+    if (path / "clips.parquet").is_file():  # a `motif-video curate` output: its kept video clips
+        from motif_video.data.curation import table
+
+        rows = [r for r in table.read(path / "clips.parquet") if r["kept"] and r["kind"] == "video"]
+        return [(str((path / r["path"]).resolve()), r["caption"]) for r in rows], []
     pairs, rejected = [], []
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         if file.suffix.lower() in VIDEO_EXTENSIONS:
