@@ -261,22 +261,33 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
-        raw: dict[str, Any] = tomllib.loads(Path(path).read_text()) if path else {}
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep or "." not in key:
-                raise ValueError(f"override {item!r} must look like section.key=value")
-            section, _, name = key.partition(".")
-            raw.setdefault(section, {})
-            target = raw[section]
-            if section == "model" and name.startswith("overrides."):
-                target = target.setdefault("overrides", {})
-                name = name.removeprefix("overrides.")
-            target[name] = _parse_value(value)
-        return from_dict(cls, raw)
+        return load_config(cls, path, overrides)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def load_config(cls, path: str | Path | None = None, overrides: list[str] = ()):
+    """A config dataclass from a TOML file plus dotted `section.key=value` overrides (any depth, e.g.
+    model.overrides.hidden_size=64); a broken file or override is an error naming it."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f"config {path} is not valid TOML: {e}") from None
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise ValueError(f"override {item!r} must look like section.key=value")
+        *sections, name = key.split(".")
+        target = raw
+        for section in sections:
+            target = target.setdefault(section, {})
+            if not isinstance(target, dict):
+                raise ValueError(f"override {item!r}: {section} is not a section")
+        target[name] = _parse_value(value)
+    return from_dict(cls, raw)
 
 
 def from_dict(cls, raw: dict[str, Any], where: str = ""):

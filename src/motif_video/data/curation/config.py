@@ -7,7 +7,6 @@ stage resolutions 144p / 360p / 480p / 720p); the rest were set on real footage 
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,21 +116,9 @@ class CurateConfig:
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] = ()) -> CurateConfig:
-        from motif_video.training.config import _parse_value, from_dict
+        from motif_video.training.config import load_config
 
-        raw: dict[str, Any] = {}
-        if path is not None:
-            try:
-                raw = tomllib.loads(Path(path).read_text())
-            except tomllib.TOMLDecodeError as e:
-                raise ValueError(f"config {path} is not valid TOML: {e}") from None
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep or "." not in key:
-                raise ValueError(f"override {item!r} must look like section.key=value")
-            section, _, name = key.partition(".")
-            raw.setdefault(section, {})[name] = _parse_value(value)
-        return from_dict(cls, raw)
+        return load_config(cls, path, overrides)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
