@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,3 +173,32 @@ def test_precompute_then_train_on_shards(tmp_path):
     )
     history = train(cfg, progress=False)
     assert len(history) == 3 and all(np.isfinite(m["loss"]) for m in history)
+
+
+def test_prepare_lists_bad_rows_respellings_and_fixed_files(tmp_path, monkeypatch):
+    src = _folder(tmp_path)
+    listed = tmp_path / "list.csv"
+    listed.write_text(
+        "path,caption\n"
+        f"src/good0.mp4,first\n{src / 'good0.mp4'},again\nsrc/missing.mp4,gone\nsrc/good1.mp4,second\n"
+    )
+    report = prepare(str(listed), tmp_path / "out", CFG, progress=False)
+    assert report["sources"] == 2  # good0 listed twice (relative and absolute) is one source
+    assert [Path(r["path"]).name for r in report["skipped"]] == ["missing.mp4"]
+    assert "file does not exist" in report["skipped"][0]["reason"]
+    rows = read_metadata(tmp_path / "out")
+    assert len({r["key"] for r in rows}) == len(rows)
+
+    (tmp_path / "headless.csv").write_text(f"{src / 'good0.mp4'},caption\n")
+    with pytest.raises(ValueError, match="headless.csv: the first line must be a header naming a 'path' column"):
+        prepare(str(tmp_path / "headless.csv"), tmp_path / "out2", CFG, progress=False)
+
+    # the folder given once relative, once absolute: the second run adds nothing
+    monkeypatch.chdir(tmp_path)
+    first = prepare("src", tmp_path / "folder", CFG, progress=False)
+    second = prepare(str(src), tmp_path / "folder", CFG, progress=False)
+    assert second["clips"] == first["clips"] == 3
+    # a skipped file that the user fixes is picked up by the next run
+    (src / "nocaption.txt").write_text("a caption at last")
+    third = prepare(str(src), tmp_path / "folder", CFG, progress=False)
+    assert third["clips"] == 4 and "nocaption.mp4" not in {Path(r["path"]).name for r in third["skipped"]}

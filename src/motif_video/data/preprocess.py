@@ -12,7 +12,6 @@ restarted job skips every source whose clips are already in a committed shard.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,8 +51,17 @@ def list_sources(source: str) -> tuple[list[tuple[str, str | None]], list[dict[s
     if not path.exists():
         raise FileNotFoundError(f"source {source} does not exist")
     if path.is_file() and path.suffix in (".csv", ".jsonl"):
-        rows = _read_list(path)
-        return [(str((path.parent / p).resolve()) if not Path(p).is_absolute() else p, c) for p, c in rows], []
+        from motif_video.data.curation.probe import read_list
+
+        pairs, rejected = {}, []
+        for row in read_list(path):  # a bad row is one skipped, reported row; the job goes on
+            file = Path(str(row["path"])).expanduser()
+            file = (file if file.is_absolute() else path.parent / file).resolve()
+            if not file.is_file():
+                rejected.append({"path": str(file), "reason": f"file does not exist (listed in {path})"})
+            else:  # the same file listed twice (or spelled two ways) is one source
+                pairs.setdefault(str(file), row.get("caption") or None)
+        return list(pairs.items()), rejected
     if not path.is_dir():
         raise ValueError(f"source {source} must be a folder, a .csv/.jsonl list or shapes:N")
     if (path / "clips.parquet").is_file():  # a `motif-video curate` output: its kept video clips
@@ -66,18 +74,10 @@ def list_sources(source: str) -> tuple[list[tuple[str, str | None]], list[dict[s
         if file.suffix.lower() in VIDEO_EXTENSIONS:
             caption_file = file.with_suffix(".txt")
             caption = caption_file.read_text().strip() if caption_file.is_file() else None
-            pairs.append((str(file), caption))
+            pairs.append((str(file.resolve()), caption))
         elif not (file.suffix == ".txt" and any(file.with_suffix(e).exists() for e in VIDEO_EXTENSIONS)):
             rejected.append({"path": str(file), "reason": f"not a video file (extension {file.suffix or 'none'})"})
     return pairs, rejected
-
-
-def _read_list(path: Path) -> list[tuple[str, str]]:
-    if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        return [(r["path"], r["caption"]) for r in rows]
-    with path.open(newline="") as f:
-        return [(r["path"], r["caption"]) for r in csv.DictReader(f)]
 
 
 def prepare(
@@ -88,8 +88,8 @@ def prepare(
     sources, rejected = list_sources(source)
     done = writer.done_sources()
     report_file = out_dir / "report.json"
-    previous = json.loads(report_file.read_text())["skipped"] if report_file.exists() else []
-    skipped = {row["path"]: row for row in previous + rejected}
+    # files skipped by an earlier run are tried again: the user may have fixed them since
+    skipped = {row["path"]: row for row in rejected}
     sizes = sizes_for_area(cfg.area)
     for path, caption in tqdm(sources, desc="preparing", disable=not progress):
         if path in done or path in skipped:

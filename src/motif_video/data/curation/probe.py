@@ -76,7 +76,7 @@ def list_sources(source: str | Path) -> list[Source]:
         return _unique(_source(p) for p in files)
     if root.suffix.lower() not in (".csv", ".jsonl"):
         raise ValueError(f"source {source} must be a folder or a .csv / .jsonl list")
-    rows = _read_list(root)
+    rows = read_list(root)
     out = []
     for row in rows:
         path = Path(str(row["path"]))
@@ -86,7 +86,8 @@ def list_sources(source: str | Path) -> list[Source]:
     return _unique(out)
 
 
-def _read_list(path: Path) -> list[dict]:
+def read_list(path: Path) -> list[dict]:
+    """The rows of a .csv (with a header line) or .jsonl list; each has at least a `path`."""
     if path.suffix.lower() == ".jsonl":
         rows = []
         for n, line in enumerate(path.read_text().splitlines(), 1):
