@@ -197,13 +197,26 @@ def test_killed_run_resumes_exactly(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert len(_metrics(run)) < 40
-    # a half-written newer checkpoint must be ignored
+    # a half-written newer checkpoint must be ignored, and a torn last metrics line dropped
     (run / "step-0000030.partial").mkdir()
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 27, "lo')
     run_train(run, *args)
     expected, got = _metrics(tmp_path / "ref"), _metrics(run)
     assert [m["step"] for m in got] == list(range(40))
     for a, b in zip(expected, got, strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-6), a["step"]
+
+
+def test_a_broken_metrics_line_inside_the_file_is_named(tmp_path):
+    from motif_video.training.train import _readable_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 0}\n{"step": 1}\n{"step": 2, "lo')
+    assert _readable_metrics(path, 5) == ['{"step": 0}', '{"step": 1}']
+    path.write_text('{"step": 0}\nbroken\n{"step": 2}\n')
+    with pytest.raises(ValueError, match=f"{path}: line 2 is not JSON"):
+        _readable_metrics(path, 5)
 
 
 def test_two_process_fsdp_matches_one_process(tmp_path):

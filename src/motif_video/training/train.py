@@ -366,7 +366,7 @@ def train(cfg: TrainConfig, progress: bool = True, command: str = "") -> list[di
         distributed.print0(f"resumed from {saved[-1]} (step {start})")
     metrics_file = run_dir / "metrics.jsonl"
     if world.is_main and metrics_file.exists():  # drop lines the resumed run will write again
-        kept = [line for line in metrics_file.read_text().splitlines() if json.loads(line)["step"] < start]
+        kept = _readable_metrics(metrics_file, start)
         metrics_file.write_text("".join(line + "\n" for line in kept))
     writer = _tensorboard(run_dir) if world.is_main else None
 
@@ -540,3 +540,21 @@ def _tensorboard(run_dir: Path):
     except ImportError:  # TensorBoard is optional: metrics.jsonl has the same numbers
         return None
     return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def _readable_metrics(path: Path, start: int) -> list[str]:
+    """The lines of metrics.jsonl before step `start`. A torn last line (power loss, full disk) is
+    dropped with a note; a broken line elsewhere is an error naming the file and the line."""
+    lines = path.read_text().splitlines()
+    kept = []
+    for n, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines):
+                distributed.print0(f"{path}: dropped a torn last line ({len(line)} characters) before resuming")
+                break
+            raise ValueError(f"{path}: line {n} is not JSON; fix or remove it to resume") from None
+        if record["step"] < start:
+            kept.append(line)
+    return kept
