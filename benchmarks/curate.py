@@ -64,7 +64,9 @@ def main() -> None:
                 crop, _, _ = _overlays(media, border, cfg)
                 t["overlays (OCR)"] = time.perf_counter() - start
                 start = time.perf_counter()
-                kept, short = shots.split(media.analysis, media.analysis_times, media.duration, cfg.shots, colour_layout)
+                kept, short = shots.split(
+                    media.analysis, media.analysis_times, media.duration, cfg.shots, colour_layout
+                )
                 t["shots"] = time.perf_counter() - start
                 t["quality"] = t["descriptor"] = t["encode"] = 0.0
                 for n, shot in enumerate(kept):
@@ -75,9 +77,18 @@ def main() -> None:
                     start = time.perf_counter()
                     colour_layout(frames[[min(cfg.dedup.frame, len(frames) - 1)]])
                     t["descriptor"] += time.perf_counter() - start
-                    row = {"clip": f"b{n}-{len(runs)}", "kind": "video", "source": str(path), "fps": media.fps,
-                           "start": shot.start, "end": shot.end, "crop_x": crop.x, "crop_y": crop.y,
-                           "crop_w": crop.w, "crop_h": crop.h}
+                    row = {
+                        "clip": f"b{n}-{len(runs)}",
+                        "kind": "video",
+                        "source": str(path),
+                        "fps": media.fps,
+                        "start": shot.start,
+                        "end": shot.end,
+                        "crop_x": crop.x,
+                        "crop_y": crop.y,
+                        "crop_w": crop.w,
+                        "crop_h": crop.h,
+                    }
                     start = time.perf_counter()
                     encode_clip(row, out, cfg.output)
                     t["encode"] += time.perf_counter() - start
@@ -89,14 +100,15 @@ def main() -> None:
             clips += len(kept) + len(short)
             print(f"{path.name}: {media.width}x{media.height}, {media.duration:.1f} s, {len(kept) + len(short)} shots")
     total = sum(best.values())
-    print(f"\nmachine: {device_name('cpu')}, one core; {len(files)} files, {video_seconds:.1f} s of video, {clips} clips")
+    print(
+        f"\nmachine: {device_name('cpu')}, one core; {len(files)} files, {video_seconds:.1f} s of video, {clips} clips"
+    )
     print("| stage | s per file | share | video s / s / core | clips / s / core |")
     print("|---|---|---|---|---|")
     for s in stages:
         per = best[s] / len(files)
         print(f"| {s} | {per:.3f} | {best[s] / total:.2f} | {video_seconds / best[s]:.1f} | {clips / best[s]:.2f} |")
     print(f"| whole funnel | {total / len(files):.3f} | 1.00 | {video_seconds / total:.1f} | {clips / total:.2f} |")
-
 
 
 if __name__ == "__main__":

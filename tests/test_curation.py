@@ -10,10 +10,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import footage
 import numpy as np
 import pytest
 
-import footage
 from motif_video.data.curation import dedup, regions, table
 from motif_video.data.curation.config import BordersSection, CurateConfig, OverlaySection
 from motif_video.data.curation.funnel import admit, curate
@@ -40,7 +40,12 @@ def test_borders_find_the_letterbox_rectangle():
 def test_persistent_overlays_and_the_crop_rule():
     cfg = OverlaySection()
     sub = regions.Rect(40, 200, 240, 30)
-    frames = [[(sub, "NEWS", 0.9)], [(regions.Rect(42, 201, 238, 29), "NEWS", 0.9)], [], [(regions.Rect(5, 5, 20, 10), "x", 0.9)]]
+    frames = [
+        [(sub, "NEWS", 0.9)],
+        [(regions.Rect(42, 201, 238, 29), "NEWS", 0.9)],
+        [],
+        [(regions.Rect(5, 5, 20, 10), "x", 0.9)],
+    ]
     overlays = regions.persistent_overlays(frames, cfg)
     assert [text for _, text in overlays] == ["NEWS"]  # seen in 2 of 4 frames; the one-off box is not persistent
     content = regions.Rect(0, 0, 320, 240)
@@ -71,8 +76,16 @@ def test_duplicate_groups_and_the_representative():
 
 
 def test_admission_is_stricter_at_higher_stages():
-    row = {"kept": True, "kind": "video", "crop_w": 640, "crop_h": 400, "start": 0.0, "end": 3.0, "motion": 0.02,
-           "aesthetic": None}
+    row = {
+        "kept": True,
+        "kind": "video",
+        "crop_w": 640,
+        "crop_h": 400,
+        "start": 0.0,
+        "end": 3.0,
+        "motion": 0.02,
+        "aesthetic": None,
+    }
     rows = [dict(row), dict(row, crop_h=200), dict(row, kept=False), dict(row, aesthetic=4.6)]
     admit(rows, CurateConfig().admission)
     assert [rows[0][f"stage_{s}"] for s in ("144p", "360p", "480p", "720p")] == [True, True, False, False]

@@ -179,8 +179,7 @@ def test_prepare_lists_bad_rows_respellings_and_fixed_files(tmp_path, monkeypatc
     src = _folder(tmp_path)
     listed = tmp_path / "list.csv"
     listed.write_text(
-        "path,caption\n"
-        f"src/good0.mp4,first\n{src / 'good0.mp4'},again\nsrc/missing.mp4,gone\nsrc/good1.mp4,second\n"
+        f"path,caption\nsrc/good0.mp4,first\n{src / 'good0.mp4'},again\nsrc/missing.mp4,gone\nsrc/good1.mp4,second\n"
     )
     report = prepare(str(listed), tmp_path / "out", CFG, progress=False)
     assert report["sources"] == 2  # good0 listed twice (relative and absolute) is one source

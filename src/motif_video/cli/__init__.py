@@ -2,7 +2,7 @@
 each command calls the package's Python API, which holds the work.
 
     generate.py   generate, serve
-    data.py       curate, prepare, precompute
+    data.py       curate, caption, select, prepare, precompute
     train.py      train, curriculum, plan
     evaluate.py   eval, analyze
     model.py      info, convert
@@ -42,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command in ("train", "curriculum", "curate"):  # overrides may come after options: `train cfg.toml --quiet a.b=1`
+    if args.command in (
+        "train",
+        "curriculum",
+        "curate",
+    ):  # overrides may come after options: `train cfg.toml --quiet a.b=1`
         args.overrides += [e for e in extra if "=" in e and not e.startswith("-")]
         extra = [e for e in extra if e not in args.overrides]
     if extra:

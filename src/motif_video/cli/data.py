@@ -27,8 +27,49 @@ def register(sub) -> None:
     curate.add_argument("--engine", choices=["local", "ray"], default="local", help="local process pool or Ray Data")
     curate.add_argument("--workers", type=int, default=1, help="processes (local) or CPUs of a local Ray instance")
     curate.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local one)")
+    curate.add_argument(
+        "--captioner",
+        choices=["server", "local"],
+        default=None,
+        help="caption the kept clips as the last stage (the options of `motif-video caption`)",
+    )
+    add_captioner_options(curate)
     curate.add_argument("--quiet", action="store_true", help="no progress bars")
     curate.set_defaults(run=run_curate)
+
+    caption = add_parser(
+        sub,
+        "caption",
+        help="caption curated clips with a vision-language model; its tags filter and balance the data",
+        description="Send every kept clip of a `curate` folder (N uniformly sampled frames; an image as it is) to a "
+        "vision-language model with the report's fixed request, parse its JSON answer (caption_long, caption_short, "
+        "style, subject, action, camera_move, quality, watermark, nsfw, padded, multi_scene, timelapse; "
+        "caption_truncated = the first sentence of caption_long) and add the columns to DIR/clips.parquet. The tags "
+        "feed back: watermark / nsfw / padded / multi_scene / timelapse reject a clip, quality low keeps it out of "
+        "the 480p and 720p stages, action Dynamic makes it eligible for SFT. Backends: a server with the OpenAI "
+        "chat-completions API (--api-url, e.g. `vllm serve Qwen/Qwen3-VL-30B-A3B-Instruct`), or local "
+        "transformers weights (--model-dir). A rerun asks only for clips without a result.",
+    )
+    caption.add_argument("directory", help="a `motif-video curate` output folder")
+    add_captioner_options(caption)
+    caption.add_argument("--quiet", action="store_true", help="no progress bar")
+    caption.set_defaults(run=run_caption)
+
+    select = add_parser(
+        sub,
+        "select",
+        help="a domain-balanced subset of captioned clips (SFT, 720p), as a list prepare reads",
+        description="Take the captioned kept clips of DIR eligible for a stage ('sft': action Dynamic, quality not "
+        "low, admitted at 480p; or 144p / 360p / 480p / 720p) and, with --target-mix, the largest subset whose "
+        "subject (and style) shares equal the target's. Prints the mix before and after and writes "
+        "DIR/select-STAGE.csv (path and the three captions), which `motif-video prepare` takes as SOURCE.",
+    )
+    select.add_argument("directory", help="a captioned `motif-video curate` output folder")
+    select.add_argument("--stage", default="sft", help="sft, 144p, 360p, 480p or 720p")
+    select.add_argument(
+        "--target-mix", default=None, help="TOML with [subject] and/or [style] tables of domain = share"
+    )
+    select.set_defaults(run=run_select)
 
     prepare = add_parser(
         sub,
@@ -64,6 +105,93 @@ def register(sub) -> None:
     precompute.add_argument("--device", default="cpu", help="device the encoders run on")
     precompute.add_argument("--quiet", action="store_true", help="no progress bar")
     precompute.set_defaults(run=run_precompute)
+
+
+def add_captioner_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("captioner")
+    group.add_argument("--api-url", default=None, help="OpenAI-compatible server, e.g. http://gpu-node:8000/v1")
+    group.add_argument("--model", default=None, help="the model name the server serves")
+    group.add_argument("--api-key-env", default=None, help="environment variable holding the server's API key")
+    group.add_argument("--concurrency", type=int, default=4, help="requests in flight (server) or batch (local)")
+    group.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for one answer")
+    group.add_argument("--model-dir", default=None, help="local Qwen2.5-VL / Qwen3-VL weights instead of a server")
+    group.add_argument("--device", default="cpu", help="device of the local model")
+    group.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="dtype of the local model"
+    )
+    group.add_argument("--max-tokens", type=int, default=1024, help="longest answer")
+    group.add_argument("--frames", type=int, default=8, help="frames sampled per clip")
+    group.add_argument("--attempts", type=int, default=3, help="answers asked for before a clip is marked failed")
+
+
+def captioner_from_args(args: argparse.Namespace):
+    from motif_video.data.captions.backends import LocalBackend, ServerBackend
+
+    if (args.api_url is None) == (args.model_dir is None):
+        raise UsageError("give either --api-url (with --model) or --model-dir")
+    if args.concurrency < 1 or args.frames < 1 or args.attempts < 1 or args.max_tokens < 1:
+        raise UsageError(
+            f"--concurrency, --frames, --attempts and --max-tokens must be >= 1, got {args.concurrency}, "
+            f"{args.frames}, {args.attempts}, {args.max_tokens}"
+        )
+    if args.api_url is not None:
+        if not args.model:
+            raise UsageError("--api-url needs --model (the name the server serves)")
+        return ServerBackend(
+            args.api_url, args.model, api_key_env=args.api_key_env, timeout=args.timeout, max_tokens=args.max_tokens
+        )
+    return LocalBackend(args.model_dir, device=args.device, dtype=args.dtype, max_tokens=args.max_tokens)
+
+
+def caption_folder(args: argparse.Namespace, directory: str) -> dict:
+    """Caption, then rebuild the clip table with the columns and the tags' effects."""
+    import json
+
+    from motif_video.data.captions.captioner import caption
+    from motif_video.data.curation.config import CurateConfig
+    from motif_video.data.curation.funnel import assemble
+    from motif_video.training.config import from_dict
+
+    backend = captioner_from_args(args)
+    counts = caption(
+        directory,
+        backend,
+        frames=args.frames,
+        attempts=args.attempts,
+        concurrency=args.concurrency,
+        progress=not args.quiet,
+    )
+    summary_file = Path(directory) / "summary.json"
+    cfg = from_dict(CurateConfig, json.loads(summary_file.read_text())["config"])
+    summary = assemble(Path(directory), cfg, progress=not args.quiet)
+    return {**counts, **summary}
+
+
+def run_caption(args: argparse.Namespace) -> int:
+    if not (Path(args.directory) / "clips.parquet").is_file():
+        raise UsageError(f"{args.directory} has no clips.parquet; run `motif-video curate` first")
+    result = caption_folder(args, args.directory)
+    print(
+        f"captioned {result['ok']} clips, {result['failed']} failed (of {result['requested']} asked); "
+        f"{result['kept']} clips kept, SFT-eligible {result['sft']}; wrote {Path(args.directory) / 'clips.parquet'}"
+    )
+    return 0
+
+
+def run_select(args: argparse.Namespace) -> int:
+    from motif_video.data.captions.select import load_mix, select
+
+    if args.target_mix is not None and not Path(args.target_mix).is_file():
+        raise UsageError(f"--target-mix file {args.target_mix} does not exist")
+    mix = load_mix(args.target_mix) if args.target_mix else None
+    result = select(args.directory, args.stage, mix)
+    for key in result["before"]:
+        domains = sorted(set(result["before"][key]) | set(result["after"][key]))
+        print(f"{key:12s} {'before':>8s} {'after':>8s}")
+        for d in domains:
+            print(f"  {d:10s} {result['before'][key].get(d, 0):8.2f} {result['after'][key].get(d, 0):8.2f}")
+    print(f"{result['selected']} of {result['eligible']} eligible clips selected; wrote {result['path']}")
+    return 0
 
 
 def run_prepare(args: argparse.Namespace) -> int:
@@ -127,6 +255,10 @@ def run_curate(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         progress=not args.quiet,
     )
+    if args.captioner is not None:
+        if (args.captioner == "server") != (args.api_url is not None):
+            raise UsageError("--captioner server needs --api-url; --captioner local needs --model-dir")
+        summary = caption_folder(args, args.out)
     rejected = ", ".join(f"{k} {v}" for k, v in summary["rejected_by"].items()) or "none"
     admitted = ", ".join(f"{k.removeprefix('stage_')} {v}" for k, v in summary["admitted"].items())
     print(

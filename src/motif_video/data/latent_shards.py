@@ -20,6 +20,8 @@ from torch import Tensor
 
 from motif_video.data.buckets import balanced_plan
 
+VARIANT_TEXTS = ("text", "text_short", "text_truncated")  # long, short, truncated caption states
+
 
 class LatentShards:
     def __init__(self, path: str | Path, seed: int = 0, with_video: bool = False) -> None:
@@ -32,9 +34,11 @@ class LatentShards:
         self.has_text = all("text" in s for s in self.samples)
         if self.has_text:
             null = np.load(path / "null_text.npy")
-            self.text_len = max(max(len(s["text"]) for s in self.samples), len(null))
+            lengths = [len(s[k]) for s in self.samples for k in VARIANT_TEXTS if k in s]
+            self.text_len = max(max(lengths), len(null))
             self.null_text, self.null_mask = _pad(torch.from_numpy(null), self.text_len)
-        self.captions = [s["caption"] for s in self.samples]
+        # every caption the set can show the model (all three variants where there are three)
+        self.captions = [c for s in self.samples for c in (s.get("captions") or [s["caption"]])]
         self.buckets = [s["bucket"] for s in self.samples]
         self._plans: dict[tuple[int, int, int], list[list[list[int]]]] = {}
 
@@ -58,11 +62,16 @@ class LatentShards:
         out = {
             "latents": torch.stack([torch.from_numpy(s["latents"]) for s in items]),
             "captions": [s["caption"] for s in items],
+            "caption_variants": [s.get("captions") for s in items],  # [long, short, truncated] or None
         }
         if self.has_text:
             texts = [_pad(torch.from_numpy(s["text"]), self.text_len) for s in items]
             out["text"] = torch.stack([t for t, _ in texts])
             out["text_mask"] = torch.stack([m for _, m in texts])
+            if all("text_truncated" in s for s in items):  # the three variants' states, [3, B, S, D] and [3, B, S]
+                padded = [[_pad(torch.from_numpy(s[k]), self.text_len) for s in items] for k in VARIANT_TEXTS]
+                out["text_variants"] = torch.stack([torch.stack([t for t, _ in v]) for v in padded])
+                out["text_variant_masks"] = torch.stack([torch.stack([m for _, m in v]) for v in padded])
         if all("image" in s for s in items):
             out["image_tokens"] = torch.stack([torch.from_numpy(s["image"]) for s in items])
         if self.with_video:
@@ -93,6 +102,8 @@ def _read(shard: Path) -> list[dict]:
             elif kind == "json":
                 meta = json.loads(data)
                 entry["bucket"], entry["caption"] = meta["bucket"], meta["caption"]
+                if meta.get("captions"):
+                    entry["captions"] = meta["captions"]
             elif kind == "mp4":
                 entry["mp4"] = data
     return list(entries.values())

@@ -3,7 +3,8 @@
 For every clip of a `prepare` shard: the normalised VAE posterior mean of the clip, the caption's
 text-encoder states (real tokens only) and, when the text encoder has a vision tower, the image
 tokens of the first frame; the clip itself is kept for REPA teachers. Output shard `NAME.tar`
-holds `KEY.latents.npy`, `KEY.text.npy`, `KEY.image.npy`, `KEY.mp4` and `KEY.json`; `null_text.npy`
+holds `KEY.latents.npy`, `KEY.text.npy` (with three caption variants also `KEY.text_short.npy` and
+`KEY.text_truncated.npy`), `KEY.image.npy`, `KEY.mp4` and `KEY.json`; `null_text.npy`
 is the empty prompt's states (caption dropout). Under torchrun each rank takes every world-th
 input shard and writes its own outputs; a shard whose output exists is skipped (resume), and
 outputs are written under a temporary name and renamed. With `with_text=False` (a text encoder
@@ -71,9 +72,13 @@ def precompute(
                 latents = vae.encode(video, sample=False)[0]
                 key = meta["key"]
                 _add_bytes(tar, f"{key}.latents.npy", _npy(latents.float().cpu().numpy()))
-                if text_encoder is not None:
-                    states, mask = text_encoder.encode([meta["caption"]])
-                    _add_bytes(tar, f"{key}.text.npy", _npy(states[0, : int(mask.sum())].float().cpu().numpy()))
+                if text_encoder is not None:  # the caption, and its short and truncated variants where it has them
+                    texts = {"text": meta["caption"]}
+                    if meta.get("captions"):
+                        texts.update(text_short=meta["captions"][1], text_truncated=meta["captions"][2])
+                    for name, caption in texts.items():
+                        states, mask = text_encoder.encode([caption])
+                        _add_bytes(tar, f"{key}.{name}.npy", _npy(states[0, : int(mask.sum())].float().cpu().numpy()))
                 if has_vision:
                     image = text_encoder.encode_image((video[:, :, 0] + 1) / 2)
                     _add_bytes(tar, f"{key}.image.npy", _npy(image[0].float().cpu().numpy()))

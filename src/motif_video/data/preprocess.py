@@ -42,6 +42,14 @@ class PrepareConfig:
             raise ValueError(f"max_objects must be at least 1, got {self.max_objects}")
 
 
+def caption_of(row: dict) -> str | tuple[str, str, str] | None:
+    """A row's caption: the three variants (long, short, truncated) where it has them, else `caption`."""
+    variants = tuple((row.get(k) or "").strip() for k in ("caption_long", "caption_short", "caption_truncated"))
+    if all(variants):
+        return variants
+    return (row.get("caption") or "").strip() or None
+
+
 def list_sources(source: str) -> tuple[list[tuple[str, str | None]], list[dict[str, str]]]:
     """(path, caption) pairs and the files rejected before decoding."""
     if source.startswith("shapes:"):
@@ -60,7 +68,7 @@ def list_sources(source: str) -> tuple[list[tuple[str, str | None]], list[dict[s
             if not file.is_file():
                 rejected.append({"path": str(file), "reason": f"file does not exist (listed in {path})"})
             else:  # the same file listed twice (or spelled two ways) is one source
-                pairs.setdefault(str(file), row.get("caption") or None)
+                pairs.setdefault(str(file), caption_of(row))
         return list(pairs.items()), rejected
     if not path.is_dir():
         raise ValueError(f"source {source} must be a folder, a .csv/.jsonl list or shapes:N")
@@ -68,7 +76,7 @@ def list_sources(source: str) -> tuple[list[tuple[str, str | None]], list[dict[s
         from motif_video.data.curation import table
 
         rows = [r for r in table.read(path / "clips.parquet") if r["kept"] and r["kind"] == "video"]
-        return [(str((path / r["path"]).resolve()), r["caption"]) for r in rows], []
+        return [(str((path / r["path"]).resolve()), caption_of(r)) for r in rows], []
     pairs, rejected = [], []
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         if file.suffix.lower() in VIDEO_EXTENSIONS:
@@ -118,7 +126,9 @@ class SkipSource(Exception):
     """A source that cannot be used; the message is the reason in the report."""
 
 
-def _clips(path: str, caption: str | None, cfg: PrepareConfig, sizes, seed: int) -> Iterator[tuple[dict, np.ndarray]]:
+def _clips(
+    path: str, caption: str | tuple[str, str, str] | None, cfg: PrepareConfig, sizes, seed: int
+) -> Iterator[tuple[dict, np.ndarray]]:
     if path.startswith("shapes:"):
         index = int(path.removeprefix("shapes:"))
         scene = world.scene(seed, index, max_objects=cfg.max_objects)
@@ -126,6 +136,8 @@ def _clips(path: str, caption: str | None, cfg: PrepareConfig, sizes, seed: int)
         frames = world.render(scene, bucket.frames, bucket.height, bucket.width, fps=cfg.fps)
         yield _meta(path, 0, scene.caption, bucket, cfg), frames
         return
+    variants = caption if isinstance(caption, tuple) else None
+    caption = variants[0] if variants else caption
     if caption is None or not caption.strip():
         raise SkipSource("no caption (expected a .txt file beside the video)")
     if Path(path).stat().st_size == 0:
@@ -150,7 +162,10 @@ def _clips(path: str, caption: str | None, cfg: PrepareConfig, sizes, seed: int)
         raise SkipSource(f"too small: {width}x{height} for a {bucket.width}x{bucket.height} bucket")
     for i in range(min(cfg.max_clips_per_video, len(frames) // bucket.frames)):
         clip = frames[i * bucket.frames : (i + 1) * bucket.frames]
-        yield _meta(path, i * bucket.frames, caption.strip(), bucket, cfg), cover_crop(clip, bucket)
+        meta = _meta(path, i * bucket.frames, caption.strip(), bucket, cfg)
+        if variants:  # long, short, truncated: training samples among them (stage.caption_variants)
+            meta["captions"] = list(variants)
+        yield meta, cover_crop(clip, bucket)
 
 
 def _meta(path: str, start: int, caption: str, bucket, cfg: PrepareConfig) -> dict:

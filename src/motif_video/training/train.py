@@ -197,9 +197,16 @@ def first_frames(batch: dict) -> dict:
     return out
 
 
+def variant_index(probabilities: tuple[float, float, float], generator: torch.Generator) -> int:
+    """0 (long), 1 (short) or 2 (truncated), drawn with the given probabilities."""
+    u = torch.rand(1, generator=generator).item()
+    return 0 if u < probabilities[0] else 1 if u < probabilities[0] + probabilities[1] else 2
+
+
 def caption_variant(caption: str, probabilities: tuple[float, float, float], generator: torch.Generator) -> str:
-    """The long caption, a short one (its first clause) or a truncated one (cut after a random word),
-    with the given probabilities (the report's 0.5 / 0.3 / 0.2 in its curriculum)."""
+    """For data with one caption: the caption, a short one (its first clause) or a truncated one (cut
+    after a random word), with the given probabilities (the report's 0.5 / 0.3 / 0.2 in its curriculum).
+    Data with its own three variants draws among them with `variant_index` instead."""
     if probabilities[0] >= 1.0:
         return caption
     u = torch.rand(1, generator=generator).item()
@@ -247,9 +254,15 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
     t = torch.cat([sample_times(1, g, flow.timesteps, flow.logit_mean, flow.logit_std, shift, at_one) for g in gens])
     drop = torch.cat([torch.rand(1, generator=g) < cfg.flow.caption_dropout for g in gens])
     text_encoder = state.model.text_encoder
+    variants = cfg.stage.caption_variants
+    # the data's own [long, short, truncated] captions (a captioner wrote them), drawn with the stage's probabilities
+    given = batch.get("caption_variants") or [None] * b
+    pick = [variant_index(variants, g) for g in gens] if variants[0] < 1.0 and all(given) else None
     if text_encoder is not None or state.frozen_text is not None:  # captions are encoded here
-        variants = cfg.stage.caption_variants
-        captions = [caption_variant(c, variants, g) for c, g in zip(batch["captions"], gens, strict=True)]
+        if pick is not None:
+            captions = [v[i] for v, i in zip(given, pick, strict=True)]
+        else:
+            captions = [caption_variant(c, variants, g) for c, g in zip(batch["captions"], gens, strict=True)]
         captions = ["" if d else c for d, c in zip(drop.tolist(), captions, strict=True)]  # dropped: empty prompt
         text = None
         if text_encoder is not None:  # trained with the transformer
@@ -257,8 +270,12 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
         else:
             text, text_mask = state.frozen_text.encode(captions)
     else:
-        text = torch.where(drop[:, None, None], state.data.null_text, batch["text"])
-        text_mask = torch.where(drop[:, None], state.data.null_mask, batch["text_mask"])
+        text, text_mask = batch["text"], batch["text_mask"]
+        if pick is not None and "text_variants" in batch:  # precomputed states of the three caption variants
+            rows, chosen = torch.arange(b), torch.tensor(pick)
+            text, text_mask = batch["text_variants"][chosen, rows], batch["text_variant_masks"][chosen, rows]
+        text = torch.where(drop[:, None, None], state.data.null_text, text)
+        text_mask = torch.where(drop[:, None], state.data.null_mask, text_mask)
 
     # Image-to-video for a whole batch at a time (the model takes one set of image tokens per batch).
     i2v = frames > 1 and torch.rand(1, generator=_generator(cfg.train.seed, step, -1)).item() < cfg.flow.i2v_fraction
@@ -337,6 +354,8 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
         "lr": lr,
         "tokens": tokens * cfg.data.batch_size,
         "skipped": state.skipped,
+        # how many of this rank's samples got the long / short / truncated caption (data with three variants)
+        **({"caption_variants": [pick.count(i) for i in range(3)]} if pick is not None else {}),
     }
 
 

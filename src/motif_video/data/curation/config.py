@@ -22,7 +22,9 @@ class SanitationSection:
 @dataclass(frozen=True)
 class BordersSection:
     frames: int = 8  # full-resolution frames sampled uniformly
-    luma_threshold: float = 24.0  # a row / column whose mean luma (0-255) is at most this is border (cropdetect's limit)
+    luma_threshold: float = (
+        24.0  # a row / column whose mean luma (0-255) is at most this is border (cropdetect's limit)
+    )
     min_content: float = 0.4  # the content rectangle must keep this share of each side
 
 

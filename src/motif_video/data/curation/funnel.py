@@ -159,7 +159,7 @@ def admit(rows: list[dict], cfg: AdmissionSection) -> None:
 def curate(
     source: str | Path,
     out_dir: str | Path,
-    cfg: CurateConfig = CurateConfig(),
+    cfg: CurateConfig | None = None,
     *,
     engine: str = "local",
     workers: int = 1,
@@ -167,6 +167,7 @@ def curate(
     progress: bool = True,
 ) -> dict:
     """Run the funnel; returns the summary (also in OUT/summary.json)."""
+    cfg = cfg or CurateConfig()
     out = Path(out_dir)
     (out / "parts").mkdir(parents=True, exist_ok=True)
     sources = list_sources(source)
@@ -180,15 +181,34 @@ def curate(
         run_ray(work, todo, ray_address, workers, progress)
     else:
         run_local(work, todo, workers, "curating", progress)
-    wanted = {f"{s.id}.parquet" for s in sources}
-    rows = [r for part in sorted((out / "parts").glob("*.parquet")) if part.name in wanted for r in table.read(part)]
+    return assemble(out, cfg, {f"{s.id}.parquet" for s in sources}, engine, workers, ray_address, progress)
+
+
+def assemble(
+    out: Path,
+    cfg: CurateConfig,
+    parts: set[str] | None = None,
+    engine: str = "local",
+    workers: int = 1,
+    ray_address: str | None = None,
+    progress: bool = False,
+) -> dict:
+    """The clip table from the per-source parts (all, or the named ones): duplicates, admission,
+    the captions and their tags, the re-encoded kept clips; writes clips.parquet, summary.json and
+    report.html and returns the summary."""
+    from motif_video.data.captions.captioner import read_results
+
+    files = sorted((out / "parts").glob("*.parquet"))
+    rows = [r for part in files if parts is None or part.name in parts for r in table.read(part)]
     deduplicate(rows, cfg.dedup.similarity)
     admit(rows, cfg.admission)
+    apply_captions(rows, read_results(out), cfg.admission)
     encode = functools.partial(_encode, out_dir=str(out), cfg=cfg)
     kept = [r for r in rows if r["kept"]]
-    paths = run_local(encode, kept, workers, "encoding", progress) if engine == "local" else run_ray(
-        encode, kept, ray_address, workers, progress
-    )
+    if engine == "ray":
+        paths = run_ray(encode, kept, ray_address, workers, progress)
+    else:
+        paths = run_local(encode, kept, workers, "encoding", progress)
     for row, path in zip(kept, paths, strict=True):
         row["path"] = path
     rows.sort(key=lambda r: (r["source"], r["clip"]))
@@ -200,6 +220,34 @@ def curate(
     write_json({"config": cfg.to_dict(), **summary}, out / "summary.json")
     write_report(rows, cfg, out / "report.html")
     return summary
+
+
+def apply_captions(rows: list[dict], results: dict[str, dict], admission: AdmissionSection) -> None:
+    """Caption columns from the captioner's results, and the tags' effects (the report: filtering and
+    conditioning synchronised by construction): watermark / nsfw / padded / multi_scene / timelapse
+    reject the clip; quality = low is not admitted from the 480p stage on; a failed caption rejects
+    the clip (nothing to train on); action = Dynamic makes a kept clip eligible for the SFT sets."""
+    from motif_video.data.captions.schema import REJECTING_TAGS
+
+    late = admission.stages[admission.stages.index("480p") :] if "480p" in admission.stages else ()
+    for row in rows:
+        result = results.get(row["clip"])
+        if result is None:
+            continue
+        row.update({k: v for k, v in result.items() if k in table.SCHEMA.names and k != "clip"})
+        if not row["kept"]:
+            continue
+        if result["caption_status"] != "ok":
+            row.update(kept=False, reason=f"caption: {result['caption_status']}")
+        elif any(result[tag] for tag in REJECTING_TAGS):
+            row.update(kept=False, reason="caption: tagged " + ", ".join(t for t in REJECTING_TAGS if result[t]))
+        elif result["quality"] == "low":
+            for stage in late:
+                row[f"stage_{stage}"] = False
+        if not row["kept"]:
+            for stage in admission.stages:
+                row[f"stage_{stage}"] = False
+        row["sft"] = bool(row["kept"] and result.get("action") == "Dynamic" and result.get("quality") != "low")
 
 
 def _encode(row: dict, out_dir: str, cfg: CurateConfig) -> str:
@@ -226,5 +274,6 @@ def summarize(rows: list[dict]) -> dict:
         "rejected_by": dict(sorted(reasons.items())),
         "branches": branches,
         "admitted": stages,
+        "sft": sum(bool(r.get("sft")) for r in rows),
+        "captioned": sum(r.get("caption_status") == "ok" for r in rows),
     }
-

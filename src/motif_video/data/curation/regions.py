@@ -91,7 +91,9 @@ def read_text(frames: list[np.ndarray], cfg: OverlaySection) -> list[list[tuple[
             pts = np.asarray(box, dtype=np.float32) / scale
             x0, y0 = pts.min(axis=0)
             x1, y1 = pts.max(axis=0)
-            lines.append((Rect(int(x0), int(y0), int(np.ceil(x1 - x0)), int(np.ceil(y1 - y0))), text, float(confidence)))
+            lines.append(
+                (Rect(int(x0), int(y0), int(np.ceil(x1 - x0)), int(np.ceil(y1 - y0))), text, float(confidence))
+            )
         out.append(lines)
     return out
 

@@ -34,7 +34,18 @@ def _funnel_figure(rows: list[dict]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    order = ["sanitation", "borders", "overlays", "shots", "brightness", "motion", "sharpness", "duplicate", "error"]
+    order = [
+        "sanitation",
+        "borders",
+        "overlays",
+        "shots",
+        "brightness",
+        "motion",
+        "sharpness",
+        "duplicate",
+        "caption",
+        "error",
+    ]
     left = len(rows)
     labels, remaining, dropped = ["candidates"], [left], [0]
     for stage in order:

@@ -37,7 +37,9 @@ def detect_cuts(analysis: np.ndarray, fps: float, threshold: float) -> list[int]
     return sorted({c for c in cuts if 0 < c < len(analysis)})
 
 
-def split(analysis: np.ndarray, times: np.ndarray, duration: float, cfg: ShotsSection, describe) -> tuple[list[Shot], list[Shot]]:
+def split(
+    analysis: np.ndarray, times: np.ndarray, duration: float, cfg: ShotsSection, describe
+) -> tuple[list[Shot], list[Shot]]:
     """(kept shots, shots dropped for being shorter than cfg.min_seconds)."""
     cuts = detect_cuts(analysis, cfg.analysis_fps, cfg.threshold)
     bounds = [0]

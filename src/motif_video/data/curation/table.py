@@ -53,6 +53,24 @@ SCHEMA = pa.schema(
         ("stage_480p", pa.bool_()),
         ("stage_720p", pa.bool_()),
         ("caption", pa.string()),  # from a .txt beside the source or the list's caption column
+        ("sft", pa.bool_()),  # eligible for the SFT sets: kept, captioned, action = Dynamic, quality not low
+        # the vision-language captioner (motif-video caption): three variants and the tags
+        ("caption_status", pa.string()),  # "ok", "caption failed: ...", null when not captioned
+        ("captioner", pa.string()),
+        ("caption_long", pa.string()),
+        ("caption_short", pa.string()),
+        ("caption_truncated", pa.string()),
+        ("style", pa.string()),
+        ("subject", pa.string()),
+        ("action", pa.string()),
+        ("camera_move", pa.string()),
+        ("quality", pa.string()),
+        ("watermark", pa.bool_()),
+        ("nsfw", pa.bool_()),
+        ("padded", pa.bool_()),
+        ("multi_scene", pa.bool_()),
+        ("timelapse", pa.bool_()),
+        ("caption_raw", pa.string()),  # the last answer of a failed caption, for inspection
         ("thumbnail", pa.string()),  # relative to OUT
         ("path", pa.string()),  # the re-encoded clip, relative to OUT
     ]
