@@ -48,6 +48,9 @@ def barrier() -> None:
 
 def shutdown() -> None:
     if dist.is_initialized():
+        # every rank leaves together: a rank that tears gloo down while another still has a collective in
+        # flight can abort the other (seen as "terminate called without an active exception" under load)
+        dist.barrier()
         dist.destroy_process_group()
 
 

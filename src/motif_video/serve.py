@@ -78,11 +78,21 @@ def presets_for(weights: Path) -> Presets:
 class Studio:
     """The loaded pipeline and what the page's events do with it."""
 
-    def __init__(self, weights: Path, device: str, dtype: torch.dtype, out_dir: Path) -> None:
+    def __init__(
+        self,
+        weights: Path,
+        device: str,
+        dtype: torch.dtype,
+        out_dir: Path,
+        lora: str | Path | None = None,
+        lora_scale: float = 1.0,
+    ) -> None:
         check_weights_dir(weights)
         self.weights, self.device, self.dtype, self.out_dir = weights, device, dtype, out_dir
         self.presets = presets_for(weights)
-        self.pipe = MotifVideoPipeline.from_pretrained(weights, dtype=dtype, device=device)
+        self.pipe = MotifVideoPipeline.from_pretrained(
+            weights, dtype=dtype, device=device, lora=lora, lora_scale=lora_scale
+        )
         self.image_to_video = getattr(self.pipe.text_encoder, "image_processor", None) is not None
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()

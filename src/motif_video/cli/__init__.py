@@ -3,7 +3,7 @@ each command calls the package's Python API, which holds the work.
 
     generate.py   generate, serve
     data.py       curate, caption, select, prepare, precompute
-    train.py      train, curriculum, plan
+    train.py      train, export, curriculum, plan
     evaluate.py   eval, analyze
     model.py      info, convert
 
@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from motif_video.cli import data, evaluate, generate, model, train
-from motif_video.cli.common import UsageError
+from motif_video.cli.common import UsageError, quiet_libraries, silence_libraries
 
 __all__ = ["UsageError", "build_parser", "main"]
 
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    silence_libraries()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command in (
@@ -52,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if getattr(args, "quiet", False):
+            quiet_libraries()
         return args.run(args)
     except KeyboardInterrupt:
         print(f"motif-video {args.command}: interrupted; no partial output was kept", file=sys.stderr)

@@ -6,6 +6,33 @@ import argparse
 from pathlib import Path
 
 
+def silence_libraries() -> None:
+    """Library notices that say nothing to a user of this command (set before those libraries load):
+    torchao's optional kernels that this machine lacks, torch's pytree deprecations raised while
+    torchao registers its types, transformers' torchvision fallback notice, diffusers' "guiders are
+    experimental". Real errors still reach stderr; a user who set the libraries' verbosity keeps it."""
+    import logging
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def quiet_libraries() -> None:
+    """--quiet: the libraries' own progress bars (weight loading, shard writing) go too."""
+    import os
+
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
+
+
 class UsageError(Exception):
     """Bad command-line input: printed as one line, exit status 2."""
 

@@ -73,6 +73,7 @@ def register(sub) -> None:
     )
     p.add_argument("--vae-tiling", action="store_true", help="decode in tiles (less memory for large videos)")
     p.add_argument("--quantize", choices=["int8"], default=None, help="weight-only int8 block projections (torchao)")
+    add_lora_options(p)
     p.add_argument(
         "--gguf",
         default=None,
@@ -104,8 +105,23 @@ def register(sub) -> None:
     s.add_argument("--port", type=int, default=7860, help="TCP port")
     s.add_argument("--out-dir", default=None, help="where videos and their JSON go (default: a temp folder)")
     add_runtime_options(s)
+    add_lora_options(s)
     s.add_argument("--max-queue", type=int, default=64, help="requests that may wait; more are refused")
     s.set_defaults(run=serve)
+
+
+def add_lora_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lora",
+        default=None,
+        help="a LoRA adapter file (lora.safetensors of a LoRA fine-tune) merged into the transformer of --weights",
+    )
+    parser.add_argument("--lora-scale", type=float, default=1.0, help="strength of the adapter (0: the base alone)")
+
+
+def check_lora(args: argparse.Namespace) -> None:
+    if args.lora is not None and not Path(args.lora).is_file():
+        raise UsageError(f"--lora file {args.lora} does not exist")
 
 
 def generate(args: argparse.Namespace) -> int:
@@ -145,6 +161,7 @@ def generate(args: argparse.Namespace) -> int:
         raise UsageError(f"--fps must be >= 1, got {args.fps}")
     if args.gguf is not None and not Path(args.gguf).is_file():
         raise UsageError(f"--gguf file {args.gguf} does not exist")
+    check_lora(args)
     world = None
     if distributed.launched():  # torchrun: the video tokens are split over the processes (context parallel)
         world = distributed.init()
@@ -154,7 +171,14 @@ def generate(args: argparse.Namespace) -> int:
 
     started = time.time()
     pipe = load_pipeline(
-        args, weights, offload=args.offload, vae_tiling=args.vae_tiling, quantize=args.quantize, gguf=args.gguf
+        args,
+        weights,
+        offload=args.offload,
+        vae_tiling=args.vae_tiling,
+        quantize=args.quantize,
+        gguf=args.gguf,
+        lora=args.lora,
+        lora_scale=args.lora_scale,
     )
     if world is not None:
         from motif_video.model.context_parallel import ContextParallel
@@ -235,10 +259,11 @@ def serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
     if args.max_queue < 1:
         raise UsageError(f"--max-queue must be >= 1, got {args.max_queue}")
+    check_lora(args)
     device, dtype = resolve_runtime(args.device, args.dtype)
     out_dir = Path(args.out_dir) if args.out_dir else default_out_dir()
     print(f"loading {weights} on {device} ...", flush=True)
-    studio = Studio(weights, device, dtype, out_dir)
+    studio = Studio(weights, device, dtype, out_dir, lora=args.lora, lora_scale=args.lora_scale)
     app = build_app(studio)
     app.queue(max_size=args.max_queue)
     print(f"videos go to {out_dir}", flush=True)

@@ -43,6 +43,22 @@ def register(sub) -> None:
     curriculum.add_argument("--quiet", action="store_true", help="no progress bars")
     curriculum.set_defaults(run=run_curriculum)
 
+    export = add_parser(
+        sub,
+        "export",
+        help="a training run -> a complete pipeline directory (and its LoRA adapter file)",
+        description="Make a finished training run loadable by generate, serve and eval: its EMA transformer "
+        "(LoRA merged in) with the other components (vae/, text encoder, tokenizer, scheduler, guider) of the base "
+        "pipeline the run started from (model.init_from or train.sample_weights; --base to name another), and a "
+        "manifest naming the base, the run and its config. A LoRA run's adapter is copied as lora.safetensors: "
+        "`generate --weights BASE --lora lora.safetensors [--lora-scale S]` applies it to the base. The trainer "
+        "does this by itself at the end of every run whose base is a pipeline (RUN_DIR/pipeline).",
+    )
+    export.add_argument("run_dir", help="the run folder (train.out_dir)")
+    export.add_argument("--out", required=True, help="the pipeline directory to write")
+    export.add_argument("--base", default=None, help="the base pipeline (default: the one the run names)")
+    export.set_defaults(run=run_export)
+
     plan = add_parser(
         sub,
         "plan",
@@ -125,4 +141,16 @@ def run_plan(args: argparse.Namespace) -> int:
         raise UsageError(f"--gpus must be >= 1, got {args.gpus}")
     result = curriculum.plan(curriculum.load(args.directory), args.gpu, args.gpus, args.mfu)
     print(json.dumps(result, indent=2) if args.json else curriculum.plan_table(result), end="")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from motif_video.training.export import export
+
+    if not Path(args.run_dir).is_dir():
+        raise UsageError(f"run folder {args.run_dir} does not exist")
+    out = export(args.run_dir, args.out, args.base)
+    lora = out / "lora.safetensors"
+    extra = f"; LoRA adapter {lora} (generate --lora)" if lora.is_file() else ""
+    print(f"wrote {out} (generate --weights {out}){extra}")
     return 0

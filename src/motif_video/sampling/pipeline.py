@@ -79,6 +79,7 @@ class MotifVideoPipeline:
         self.offload = offload  # keep models on the CPU and move each to the device only while used
         self.source: str | None = None
         self.dtype = next(transformer.parameters()).dtype
+        self.lora: dict | None = None  # the adapter merged in at loading, and its scale
         self.last_cache: StepCache | None = None  # the last call's step cache (its counts)
 
     @classmethod
@@ -92,13 +93,18 @@ class MotifVideoPipeline:
         vae_tiling: bool = False,
         quantize: str | None = None,
         gguf: str | Path | None = None,
+        lora: str | Path | None = None,
+        lora_scale: float = 1.0,
     ) -> MotifVideoPipeline:
         """Load every component from a pipeline directory in the official layout.
 
         quantize="int8": the transformer's block projections in weight-only int8 (torchao);
-        gguf: the transformer from this GGUF file instead (its quantized layers stay quantized)."""
+        gguf: the transformer from this GGUF file instead (its quantized layers stay quantized);
+        lora: a LoRA adapter file (model/lora.py) merged into the transformer, times `lora_scale`."""
         root = Path(root)
         check_weights_dir(root)
+        if lora is not None and gguf is not None:
+            raise ValueError("a LoRA adapter merges into full weights: use --lora without --gguf")
         home = "cpu" if offload else device
         if gguf is not None:
             from motif_video.model.checkpoint_io import read_config
@@ -108,6 +114,10 @@ class MotifVideoPipeline:
             transformer = load_gguf_transformer(gguf, config, dtype=dtype, device=home)
         else:
             transformer = load_transformer(root / "transformer", dtype=dtype, device=home)
+        if lora is not None:
+            from motif_video.model.lora import apply_adapter
+
+            apply_adapter(transformer, lora, lora_scale)
         if quantize == "int8":
             from motif_video.model.quantized import quantize_int8
 
@@ -124,6 +134,7 @@ class MotifVideoPipeline:
         pipe = cls(transformer, vae, text_encoder, scheduler_config, guidance, device=device, offload=offload)
         pipe.source = str(root)
         pipe.dtype = dtype
+        pipe.lora = None if lora is None else {"file": str(Path(lora).resolve()), "scale": lora_scale}
         return pipe
 
     # -- request validation -----------------------------------------------------------------------
@@ -317,7 +328,13 @@ def check_weights_dir(root: Path) -> None:
     if not any((root / "vae").glob("*.safetensors")) and "vae/config.json" not in missing:
         missing.append("vae/*.safetensors")
     if missing:
-        raise FileNotFoundError(f"weights directory {root} is incomplete; missing: {', '.join(missing)}")
+        hint = ""
+        if (root / "config.json").is_file() and any(root.glob("*.safetensors")):
+            hint = (
+                " (this is a transformer folder, not a pipeline: `motif-video export RUN_DIR --out DIR` makes a "
+                "complete pipeline from a training run)"
+            )
+        raise FileNotFoundError(f"weights directory {root} is incomplete; missing: {', '.join(missing)}{hint}")
 
 
 def load_image(path: str | Path, height: int, width: int) -> Tensor:
@@ -391,6 +408,7 @@ def generation_record(
         "device": device,
         "weights": str(Path(weights).resolve()),
         "weights_fingerprint": weights_fingerprint(weights),
+        "lora": pipe.lora,  # the adapter file merged in and its scale, or None
         "motif_video_version": __version__,
         "torch_version": torch.__version__,
         "seconds": round(seconds, 2),

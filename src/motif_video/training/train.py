@@ -29,6 +29,8 @@ from motif_video.data import world as shapes_world
 from motif_video.data.latent_shards import LatentShards
 from motif_video.data.synthetic import SyntheticLatents
 from motif_video.model.checkpoint_io import save_transformer
+from motif_video.model.lora import save_adapter
+from motif_video.model.lora import to_official as lora_to_official
 from motif_video.model.routing import Route
 from motif_video.model.text_encoder import load_text_encoder
 from motif_video.model.transformer import MotifVideoTransformer
@@ -37,6 +39,7 @@ from motif_video.training import checkpoint
 from motif_video.training.alignment import Projector, Teacher, repa_loss, resample_tokens
 from motif_video.training.config import TrainConfig
 from motif_video.training.ema import EMA
+from motif_video.training.export import LORA_FILE, base_pipeline, export
 from motif_video.training.flow import (
     TIMESTEP_SCALE,
     flow_loss,
@@ -98,6 +101,16 @@ def build(cfg: TrainConfig, world: distributed.World | None = None, progress: bo
         transformer.init_weights(torch.Generator(device=world.device).manual_seed(cfg.train.seed))
     if cfg.model.lora_rank > 0:
         transformer = add_lora(transformer, cfg.model.lora_rank)
+        if world.is_main:
+            trainable = sum(p.numel() for p in transformer.parameters() if p.requires_grad)
+            total = sum(p.numel() for p in transformer.parameters())
+            wrapped = sum(1 for n, _ in transformer.named_modules() if n.endswith(".lora_A"))
+            print(
+                f"LoRA rank {cfg.model.lora_rank} (alpha {cfg.model.lora_rank}) on {wrapped} projections: "
+                f"{trainable:,} trainable of {total:,} parameters ({trainable / total:.2%}); the exports merge it "
+                f"into transformer/ and write it alone as {LORA_FILE}",
+                flush=True,
+            )
     shards = cfg.data.path
     if cfg.data.source == "shapes":
         shards = build_shapes_data(cfg, world.is_main, progress)
@@ -388,6 +401,9 @@ def train(cfg: TrainConfig, progress: bool = True, command: str = "") -> list[di
         kept = _readable_metrics(metrics_file, start)
         metrics_file.write_text("".join(line + "\n" for line in kept))
     writer = _tensorboard(run_dir) if world.is_main else None
+    note = ema_warning(cfg, start)
+    if note and world.is_main:
+        print(f"note: {note}", flush=True)
 
     bar = tqdm(
         range(start, cfg.train.steps),
@@ -426,9 +442,55 @@ def train(cfg: TrainConfig, progress: bool = True, command: str = "") -> list[di
     if writer is not None:
         writer.close()
     export_ema(state, run_dir / "ema-transformer")
+    if cfg.model.lora_rank > 0:
+        adapters = lora_adapters(state)  # collective
+        if world.is_main:
+            save_adapter(
+                run_dir / LORA_FILE,
+                lora_to_official(ema_transformer_shape(state), adapters),
+                cfg.model.lora_rank,
+                cfg.model.lora_rank,
+                base=str(cfg.model.init_from or ""),
+            )
     if cfg.data.source == "shapes":  # a complete pipeline: its own (or its frozen) text encoder, its autoencoder
         export_pipeline(state, run_dir / "pipeline", cfg.train.steps)
+    elif world.is_main and base_pipeline(cfg.to_dict()) is not None:  # a fine-tune of a pipeline: export one
+        path = export(run_dir, run_dir / "pipeline")
+        print(f"exported {path} (generate --weights {path})", flush=True)
     return state.history
+
+
+def ema_warning(cfg: TrainConfig, start: int) -> str | None:
+    """A note when the EMA export cannot have moved far from the starting weights (decay vs steps)."""
+    left = cfg.train.steps - start
+    kept = cfg.train.ema_decay ** max(cfg.train.steps, 1)
+    if kept < 0.1 or left <= 0:
+        return None
+    return (
+        f"train.ema_decay {cfg.train.ema_decay} over {cfg.train.steps} steps: the exported EMA weights keep "
+        f"{kept:.0%} of the starting weights, so they will differ little from them; for a short run set "
+        f"train.ema_decay to about {max(0.0, 1 - 5 / max(cfg.train.steps, 1)):.3f} (or 0 for the last weights)"
+    )
+
+
+def lora_adapters(state: TrainState) -> dict[str, tuple[Tensor, Tensor]]:
+    """{our weight name: (A, B)} of every LoRA adapter, EMA values. A collective under FSDP2."""
+
+    def full(t: Tensor) -> Tensor:
+        return (t.full_tensor() if hasattr(t, "full_tensor") else t).detach().float().cpu()
+
+    ema = {n.removeprefix("transformer.").replace("_orig_mod.", ""): full(v) for n, v in state.ema.state_dict().items()}
+    pairs = {}
+    for name, a in ema.items():
+        if ".lora_A." in name:
+            module = name.split(".lora_A.")[0]
+            pairs[module] = (a, ema[name.replace(".lora_A.", ".lora_B.")])
+    return pairs
+
+
+def ema_transformer_shape(state: TrainState) -> MotifVideoTransformer:
+    with torch.device("meta"):
+        return MotifVideoTransformer(state.model.transformer.cfg)
 
 
 def ema_weights(state: TrainState, module: str = "transformer") -> dict[str, Tensor]:

@@ -1,0 +1,103 @@
+"""Runs to pipelines: `export(run_dir, out)` makes a training run's weights a complete pipeline directory
+that `generate`, `serve` and `eval` load like any other, and a LoRA run's adapter a file that applies
+to its base.
+
+The transformer is the run's EMA export (`ema-transformer/`, LoRA merged in); every other component
+(vae/, text_encoder/, tokenizer/, scheduler/, guider/, feature_extractor/) comes from the base
+pipeline: the one the run started from (`model.init_from`), else `train.sample_weights`, else the
+one given. The manifest names the base (and its fingerprint), the run, its step count and config.
+Written beside and renamed: the directory appears only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from motif_video.sampling.pipeline import check_weights_dir, weights_fingerprint
+
+LORA_FILE = "lora.safetensors"
+
+
+def base_pipeline(config: dict) -> Path | None:
+    """The pipeline directory a run's config builds on, if it names one."""
+    init = config.get("model", {}).get("init_from")
+    candidates = []
+    if init:
+        init = Path(init)
+        candidates += [init, init.parent]  # a pipeline, or its transformer/ folder
+    if config.get("train", {}).get("sample_weights"):
+        candidates.append(Path(config["train"]["sample_weights"]))
+    for c in candidates:
+        if (c / "transformer" / "config.json").is_file() and (c / "vae" / "config.json").is_file():
+            return c
+    return None
+
+
+def export(run_dir: str | Path, out: str | Path, base: str | Path | None = None) -> Path:
+    run = Path(run_dir)
+    out = Path(out)
+    config_file = run / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{run} is not a training run folder (no config.json)")
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{config_file} is not valid JSON ({e.msg}, line {e.lineno})") from None
+    if (run / "pipeline" / "manifest.json").is_file() and base is None and config["data"]["source"] == "shapes":
+        source = run / "pipeline"  # a shapes-world run exports its own complete pipeline
+        _copy_tree(source, out, lambda partial: None)
+        return out
+    transformer = run / "ema-transformer"
+    if not (transformer / "config.json").is_file():
+        raise FileNotFoundError(f"the run in {run} has not finished: it has no ema-transformer/ yet")
+    base = Path(base) if base is not None else base_pipeline(config)
+    if base is None:
+        raise ValueError(
+            f"the run in {run} names no base pipeline (model.init_from or train.sample_weights): give --base DIR, "
+            "a pipeline directory whose vae/ and text encoder the run's transformer works with"
+        )
+    check_weights_dir(base)
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()[-1:] if line.strip()]
+    steps = metrics[-1]["step"] + 1 if metrics else None
+    base_manifest = base / "manifest.json"
+    defaults = json.loads(base_manifest.read_text()).get("defaults", {}) if base_manifest.is_file() else {}
+    lora = run / LORA_FILE
+
+    def fill(partial: Path) -> None:
+        shutil.rmtree(partial / "transformer")
+        shutil.copytree(transformer, partial / "transformer")
+        if lora.is_file():
+            shutil.copy2(lora, partial / LORA_FILE)
+        manifest = {
+            "name": out.name,
+            "base": str(base.resolve()),
+            "base_fingerprint": weights_fingerprint(base),
+            "run": str(run.resolve()),
+            "steps": steps,
+            "lora": {"rank": config["model"]["lora_rank"], "file": LORA_FILE, "merged": True}
+            if lora.is_file()
+            else None,
+            "defaults": defaults,
+            "config": config,
+        }
+        (partial / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+    _copy_tree(base, out, fill)
+    return out
+
+
+def _copy_tree(source: Path, out: Path, fill) -> None:
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        shutil.copytree(source, partial, ignore=shutil.ignore_patterns("*.partial", ".*"))
+        fill(partial)  # (writes the export's own manifest over the base's)
+        if out.exists():
+            shutil.rmtree(out)
+        partial.rename(out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
