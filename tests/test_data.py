@@ -201,3 +201,55 @@ def test_prepare_lists_bad_rows_respellings_and_fixed_files(tmp_path, monkeypatc
     (src / "nocaption.txt").write_text("a caption at last")
     third = prepare(str(src), tmp_path / "folder", CFG, progress=False)
     assert third["clips"] == 4 and "nocaption.mp4" not in {Path(r["path"]).name for r in third["skipped"]}
+
+
+def test_precompute_names_a_bad_caption_and_leaves_nothing(tmp_path):
+    from motif_video.data.precompute import precompute
+    from motif_video.embedded import embedded_weights
+
+    src = tmp_path / "src"
+    src.mkdir()
+    write_mp4(world.render(world.scene(1, 0), 24, 32, 32), src / "ok.mp4", fps=8)
+    (src / "ok.txt").write_text(world.scene(1, 0).caption)
+    write_mp4(world.render(world.scene(1, 1), 24, 32, 32), src / "odd.mp4", fps=8)
+    (src / "odd.txt").write_text("a pink elephant dances")
+    prepare(str(src), tmp_path / "clips", PrepareConfig(frame_buckets=(17,), area=1024), progress=False)
+    out = tmp_path / "latents"
+    with pytest.raises(ValueError, match=r"clip \w+ of .*shard-000000.tar \(from .*odd.mp4\): its caption 'a pink"):
+        precompute(tmp_path / "clips", embedded_weights(), out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == []  # no .tar.tmp, no null_text.npy
+
+
+def test_training_names_the_shards_encoder_width(tmp_path):
+    import subprocess
+    import sys
+
+    from motif_video.data.precompute import precompute
+    from motif_video.random_weights import build_random_pipeline
+
+    build_random_pipeline(tmp_path / "weights")  # 4 latent channels, 32-wide text
+    prepare("shapes:4", tmp_path / "clips", CFG, progress=False)
+    precompute(tmp_path / "clips", tmp_path / "weights", tmp_path / "latents", progress=False)
+    assert json.loads((tmp_path / "latents" / "encoders.json").read_text())["text_dim"] == 32
+    script = Path(sys.executable).parent / "motif-video"
+    config = Path(__file__).resolve().parents[1] / "configs" / "debug.toml"
+    common = [
+        str(script),
+        "train",
+        str(config),
+        "data.source='shards'",
+        f"data.path={json.dumps(str(tmp_path / 'latents'))}",
+        f"train.out_dir={json.dumps(str(tmp_path / 'run'))}",
+        "--quiet",
+    ]
+    result = subprocess.run(common, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "hold 4-channel latents (made with" in result.stderr and "model.overrides.out_channels=4" in result.stderr
+    wide = subprocess.run(
+        [*common, "model.overrides.in_channels=9", "model.overrides.out_channels=4", "model.overrides.text_dim=64"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert wide.returncode == 2 and "hold 32-wide text states" in wide.stderr
+    assert "set model.overrides.text_dim=32" in wide.stderr

@@ -56,36 +56,61 @@ def precompute(
     vae = load_autoencoder(Path(weights) / "vae", device=device)
     text_encoder = load_text_encoder(weights, device=device) if with_text else None
     has_vision = text_encoder is not None and text_encoder.image_processor is not None
-    if text_encoder is not None and rank == 0 and not (out_dir / "null_text.npy").exists():
-        null, mask = text_encoder.encode([""])
-        np.save(out_dir / "null_text.npy", null[0, : int(mask.sum())].float().cpu().numpy())
     written = []
     for shard in tqdm(shards[rank::world], desc=f"precompute rank {rank}", disable=not progress):
         target = out_dir / shard.name
         if target.exists():
             continue
         tmp = target.with_suffix(".tar.tmp")
-        with tarfile.open(tmp, "w") as tar:
-            for meta, mp4 in iterate_shard(shard):
-                frames, _ = read_video(mp4)
-                video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # [1, 3, F, H, W]
-                latents = vae.encode(video, sample=False)[0]
-                key = meta["key"]
-                _add_bytes(tar, f"{key}.latents.npy", _npy(latents.float().cpu().numpy()))
-                if text_encoder is not None:  # the caption, and its short and truncated variants where it has them
-                    texts = {"text": meta["caption"]}
-                    if meta.get("captions"):
-                        texts.update(text_short=meta["captions"][1], text_truncated=meta["captions"][2])
-                    for name, caption in texts.items():
-                        states, mask = text_encoder.encode([caption])
-                        _add_bytes(tar, f"{key}.{name}.npy", _npy(states[0, : int(mask.sum())].float().cpu().numpy()))
-                if has_vision:
-                    image = text_encoder.encode_image((video[:, :, 0] + 1) / 2)
-                    _add_bytes(tar, f"{key}.image.npy", _npy(image[0].float().cpu().numpy()))
-                _add_bytes(tar, f"{key}.mp4", mp4)
-                _add_bytes(tar, f"{key}.json", json.dumps(meta).encode())
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
+        try:
+            _encode_shard(shard, tmp, vae, text_encoder, has_vision)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # nothing half-written stays behind
+            raise
         os.replace(tmp, target)
         written.append(target)
+    if rank == 0:
+        from motif_video.media import atomic_write, write_json
+
+        if text_encoder is not None and not (out_dir / "null_text.npy").exists():
+            null, mask = text_encoder.encode([""])
+            state = null[0, : int(mask.sum())].float().cpu().numpy()
+            atomic_write(out_dir / "null_text.npy", lambda tmp: np.save(tmp, state))
+        record = {  # what made these shards: training checks its model against it
+            "weights": str(Path(weights).resolve()),
+            "latent_channels": vae.z_dim,
+            "text_encoder": None if text_encoder is None else type(text_encoder).__name__,
+            "text_dim": None if text_encoder is None else int(text_encoder.encode(["a"])[0].shape[-1]),
+        }
+        write_json(record, out_dir / "encoders.json")
     return written
+
+
+def _encode_shard(shard: Path, tmp: Path, vae, text_encoder, has_vision: bool) -> None:
+    with tarfile.open(tmp, "w") as tar:
+        for meta, mp4 in iterate_shard(shard):
+            frames, _ = read_video(mp4)
+            video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # [1, 3, F, H, W]
+            latents = vae.encode(video, sample=False)[0]
+            key = meta["key"]
+            _add_bytes(tar, f"{key}.latents.npy", _npy(latents.float().cpu().numpy()))
+            if text_encoder is not None:  # the caption, and its short and truncated variants where it has them
+                texts = {"text": meta["caption"]}
+                if meta.get("captions"):
+                    texts.update(text_short=meta["captions"][1], text_truncated=meta["captions"][2])
+                for name, caption in texts.items():
+                    try:
+                        states, mask = text_encoder.encode([caption])
+                    except ValueError as e:  # e.g. words a word-level encoder does not know
+                        raise ValueError(
+                            f"clip {key} of {shard} (from {meta.get('source')}): its caption {caption[:80]!r} "
+                            f"cannot be encoded: {e}"
+                        ) from None
+                    _add_bytes(tar, f"{key}.{name}.npy", _npy(states[0, : int(mask.sum())].float().cpu().numpy()))
+            if has_vision:
+                image = text_encoder.encode_image((video[:, :, 0] + 1) / 2)
+                _add_bytes(tar, f"{key}.image.npy", _npy(image[0].float().cpu().numpy()))
+            _add_bytes(tar, f"{key}.mp4", mp4)
+            _add_bytes(tar, f"{key}.json", json.dumps(meta).encode())

@@ -131,6 +131,8 @@ def build(cfg: TrainConfig, world: distributed.World | None = None, progress: bo
             seed=cfg.data.seed,
         )
     )
+    if isinstance(data, LatentShards):
+        check_shards(data, transformer.cfg, Path(shards), cfg.text.encoder)
     text_encoder = None
     if cfg.text.encoder == "word":
         vocab = {w for caption in data.captions for w in re.findall(r"[a-z0-9]+", caption.lower())}
@@ -164,6 +166,29 @@ def build(cfg: TrainConfig, world: distributed.World | None = None, progress: bo
     ema = EMA(model, cfg.train.ema_decay, skip=("projector.",))
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg.optim)
     return TrainState(cfg, world, model, optimizer, ema, data, teacher, frozen_text=frozen_text)
+
+
+def check_shards(data: LatentShards, model_cfg, path: Path, text_encoder: str) -> None:
+    """The model must take what the shards hold: latent channels, and text states of the width it reads.
+    A mismatch names both sides and the setting to change (rather than a shape error deep in the model)."""
+    made_by = ""
+    record = path / "encoders.json"
+    if record.is_file():
+        info = json.loads(record.read_text())
+        made_by = f" (made with {info.get('text_encoder')} from {info.get('weights')})"
+    channels = data.samples[0]["latents"].shape[0]
+    if channels != model_cfg.out_channels:
+        raise ValueError(
+            f"the shards in {path} hold {channels}-channel latents{made_by}; the transformer predicts "
+            f"{model_cfg.out_channels} (set model.overrides.out_channels={channels} and "
+            f"model.overrides.in_channels={2 * channels + 1})"
+        )
+    if data.has_text and text_encoder == "precomputed" and data.samples[0]["text"].shape[-1] != model_cfg.text_dim:
+        width = data.samples[0]["text"].shape[-1]
+        raise ValueError(
+            f"the shards in {path} hold {width}-wide text states{made_by}; the transformer reads "
+            f"{model_cfg.text_dim}-wide text (set model.overrides.text_dim={width})"
+        )
 
 
 # Every Linear projection inside the blocks (attention, MLPs, Shared Cross-Attention); not the embedders.
