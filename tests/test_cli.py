@@ -114,3 +114,85 @@ def test_prepare_shapes_through_the_console_script(tmp_path):
     assert not any(" and " in c for c in captions) and any(" and " in world.scene(0, i).caption for i in range(12))
     zero = run("prepare", "shapes:3", str(tmp_path / "z"), "--max-objects", "0")
     assert zero.returncode == 2 and "--max-objects >= 1" in zero.stderr and "Traceback" not in zero.stderr
+
+
+def test_every_bad_weights_file_is_one_line_naming_it(tmp_path):
+    """Truncated, random-bytes, pickle-only and invalid-JSON files: exit 2, one line naming the file, no output."""
+    import os
+
+    from motif_video.random_weights import build_random_pipeline
+
+    base = tmp_path / "base"
+    build_random_pipeline(base)
+
+    def broken(name: str, change) -> Path:
+        folder = tmp_path / name
+        shutil.copytree(base, folder)
+        change(folder)
+        return folder
+
+    def truncate(file: Path) -> None:
+        file.write_bytes(file.read_bytes()[: file.stat().st_size * 9 // 10])
+
+    cases = {
+        "truncated transformer": (
+            broken("t", lambda d: truncate(d / "transformer/diffusion_pytorch_model.safetensors")),
+            "transformer/diffusion_pytorch_model.safetensors is not a complete safetensors file",
+        ),
+        "random-bytes VAE": (
+            broken("v", lambda d: (d / "vae/diffusion_pytorch_model.safetensors").write_bytes(os.urandom(4096))),
+            "vae/diffusion_pytorch_model.safetensors is not a complete safetensors file",
+        ),
+        ".bin-only text encoder": (
+            broken(
+                "b",
+                lambda d: (
+                    (d / "text_encoder/model.safetensors").unlink(),
+                    torch.save({"w": torch.zeros(1)}, d / "text_encoder/pytorch_model.bin"),
+                ),
+            ),
+            "text_encoder has only pickle weights (pytorch_model.bin)",
+        ),
+        "invalid JSON": (
+            broken("j", lambda d: (d / "vae/config.json").write_text("{\n")),
+            "vae/config.json is not valid JSON",
+        ),
+    }
+    for case, (folder, message) in cases.items():
+        out = tmp_path / f"{folder.name}.mp4"
+        result = run("generate", "a red circle moves up", "--weights", str(folder), "--out", str(out), "--steps", "1")
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, (case, result.stderr)
+        assert message in lines[0] and str(folder) in lines[0], case
+        assert not out.exists() and not list(tmp_path.glob(f".{folder.name}*")), case
+    single = tmp_path / "single.safetensors"
+    single.write_bytes(os.urandom(1000))
+    result = run("convert", str(single), str(tmp_path / "converted"))
+    assert result.returncode == 2 and f"{single} is not a complete safetensors file" in result.stderr
+    assert not (tmp_path / "converted").exists()
+
+
+def test_a_pickle_payload_in_checkpoint_metadata_is_refused_and_runs_nothing(tmp_path):
+    import pickle
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "debug.toml"
+    run_dir = tmp_path / "run"
+    first = run(
+        "train", str(config), "train.steps=2", "train.save_every=2", f"train.out_dir={json.dumps(str(run_dir))}"
+    )
+    assert first.returncode == 0, first.stderr
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    import os
+
+    (run_dir / "step-0000002" / ".metadata").write_bytes(pickle.dumps(Payload()))
+    resumed = run(
+        "train", str(config), "train.steps=4", "train.save_every=2", f"train.out_dir={json.dumps(str(run_dir))}"
+    )
+    assert resumed.returncode == 2 and "Traceback" not in resumed.stderr
+    assert "names posix.system" in resumed.stderr and "refused" in resumed.stderr
+    assert not marker.exists()  # nothing ran

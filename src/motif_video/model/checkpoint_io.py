@@ -45,6 +45,29 @@ class CheckpointError(ValueError):
     """A checkpoint that does not fit the model: lists what is missing, unknown or mis-shaped."""
 
 
+def check_safetensors(file: str | Path) -> None:
+    """A clear error for a file that is not a complete safetensors file (truncated, another format,
+    random bytes). Reads the header only: the header's offsets must cover the file exactly."""
+    from safetensors import SafetensorError
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            f.keys()
+    except (SafetensorError, OSError) as e:
+        detail = str(e).splitlines()[0].removeprefix("Error while deserializing header: ")
+        raise CheckpointError(
+            f"{file} is not a complete safetensors file ({detail}): truncated or another format"
+        ) from None
+
+
+def read_json(file: str | Path) -> dict:
+    """A JSON file, with an error naming it (and where) when it is not valid JSON."""
+    try:
+        return json.loads(Path(file).read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{file} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+
+
 def key_table(cfg: TransformerConfig) -> KeyTable:
     d = cfg.hidden_size
     table: KeyTable = {}
@@ -233,7 +256,7 @@ def read_config(
             path = path / "transformer"
         if not (path / CONFIG_NAME).is_file():
             raise CheckpointError(f"{path} has no {CONFIG_NAME}: expected a diffusers transformer directory")
-        raw = json.loads((path / CONFIG_NAME).read_text())
+        raw = read_json(path / CONFIG_NAME)
         cfg = TransformerConfig.from_diffusers(raw)
         files = _weight_files(path)
         found = _detect_kv_form(_read_shapes(files), cfg.cross_attention_kv)
@@ -254,7 +277,7 @@ def read_config(
 def _weight_files(directory: Path) -> list[Path]:
     index = directory / INDEX_NAME
     if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
+        weight_map = read_json(index)["weight_map"]
         files = sorted({directory / name for name in weight_map.values()})
         absent = [f.name for f in files if not f.is_file()]
         if absent:
@@ -269,6 +292,7 @@ def _read_shapes(files: list[Path]) -> dict[str, tuple[int, ...]]:
     """Key -> shape from the safetensors headers, without reading any tensor data."""
     shapes = {}
     for file in files:
+        check_safetensors(file)
         with safe_open(str(file), framework="pt") as f:
             for key in f.keys():
                 shapes[key] = tuple(f.get_slice(key).get_shape())

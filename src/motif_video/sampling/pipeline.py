@@ -315,13 +315,31 @@ def request_factors(root: Path) -> tuple[int, int]:
 
 
 def check_weights_dir(root: Path) -> None:
-    """A clear error listing what a pipeline directory lacks."""
+    """A clear error for a pipeline directory that lacks a file, or has a config that is not JSON, weights
+    that are not complete safetensors files (truncated, random bytes) or only pickle weights (which run
+    code when loaded: refused). Reads configs and safetensors headers only."""
+    from motif_video.model.checkpoint_io import check_safetensors, read_json
+
+    root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"weights directory {root} does not exist")
     required = list(REQUIRED_FILES)
     text_config = root / "text_encoder" / "config.json"
-    if text_config.is_file() and json.loads(text_config.read_text()).get("_class_name") == "WordTextEncoder":
+    if text_config.is_file() and read_json(text_config).get("_class_name") == "WordTextEncoder":
         required.remove("tokenizer/tokenizer_config.json")  # the word-level encoder carries its vocabulary
+    for part in ("transformer", "vae", "text_encoder"):
+        folder = root / part
+        pickles = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt*")]
+        if folder.is_dir() and pickles and not any(folder.glob("*.safetensors")):
+            raise ValueError(
+                f"{folder} has only pickle weights ({', '.join(sorted(pickles))}); they can run code when loaded, "
+                "so they are refused: convert them to safetensors"
+            )
+        for file in sorted(folder.glob("*.safetensors")):
+            check_safetensors(file)
+    for config in [*(root / f for f in REQUIRED_FILES if f.endswith(".json")), root / "guider" / "guider_config.json"]:
+        if config.is_file():
+            read_json(config)
     missing = [f for f in required if not (root / f).is_file()]
     if not any((root / "transformer").glob("*.safetensors")) and "transformer/config.json" not in missing:
         missing.append("transformer/*.safetensors")

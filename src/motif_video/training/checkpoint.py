@@ -1,5 +1,10 @@
 """Training checkpoints that lose nothing: sharded (torch.distributed.checkpoint), atomic, pruned.
 
+Checkpoint metadata (DCP's `.metadata`) is a pickle, and a run folder may come from someone else:
+it is read with an unpickler that admits only the checkpoint metadata classes (and torch sizes,
+dtypes, layouts, paths), so a crafted `.metadata` is refused instead of run. The tensors themselves
+are read as raw bytes by DCP.
+
 A checkpoint is the folder `step-NNNNNNN/` in the run directory: model (with the REPA projector
 while it exists), optimizer, EMA and `meta.json` (step, skipped steps). Every rank writes its
 shards into `step-NNNNNNN.partial/`; rank 0 renames it when all are done, so a folder without
@@ -11,12 +16,15 @@ random draw are functions of (seed, step, rank), so the step restores them too.
 from __future__ import annotations
 
 import json
+import pickle
 import re
 import shutil
 import warnings
 from pathlib import Path
 
+import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.filesystem import FileSystemReader
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.optim import Optimizer
@@ -25,6 +33,53 @@ from motif_video import distributed
 from motif_video.training.ema import EMA
 
 _NAME = re.compile(r"^step-(\d{7})$")
+
+
+class UnsafeCheckpoint(ValueError):
+    """Checkpoint metadata that names something other than checkpoint metadata classes."""
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    ALLOWED_MODULES = ("torch.distributed.checkpoint.metadata",)
+    ALLOWED = {
+        ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+        ("torch", "Size"),
+        ("torch.serialization", "_get_layout"),
+        ("collections", "OrderedDict"),
+        ("pathlib", "PosixPath"),
+        ("pathlib", "WindowsPath"),
+        ("pathlib", "PurePosixPath"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if module in self.ALLOWED_MODULES or (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        raise UnsafeCheckpoint(f"{module}.{name}")
+
+
+class SafeReader(FileSystemReader):
+    """DCP's file reader with the metadata read by `_MetadataUnpickler`."""
+
+    def read_metadata(self, *args, **kwargs):
+        from torch.distributed.checkpoint.metadata import StorageMeta
+
+        path = self._get_metadata_path(kwargs.get("rank"))
+        try:
+            with self.fs.create_stream(path, "rb") as f:
+                metadata = _MetadataUnpickler(f).load()
+        except UnsafeCheckpoint as e:
+            raise UnsafeCheckpoint(
+                f"checkpoint metadata {path} names {e}, which checkpoint metadata never holds: refused (a pickle "
+                "can run code when loaded; this checkpoint was not written by motif-video)"
+            ) from None
+        except (pickle.UnpicklingError, EOFError, AttributeError) as e:
+            raise ValueError(f"checkpoint metadata {path} is not readable ({type(e).__name__}: {e})") from None
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
@@ -72,7 +127,9 @@ def load(path: Path, model: nn.Module, optimizer: Optimizer, ema: EMA) -> dict:
     state = {"model": model_state, "optim": optim_state, "ema": ema.state_dict()}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        dcp.load(state, checkpoint_id=str(path))
+        reader = SafeReader(str(path))
+        reader.read_metadata()  # here, not inside dcp.load, which would swallow a refusal and try other files
+        dcp.load(state, storage_reader=reader)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     ema.load_state_dict(state["ema"])
     return json.loads((path / "meta.json").read_text())
