@@ -93,6 +93,17 @@ def test_studio_cancel_stops_at_the_next_step_and_writes_nothing(studio):
     studio.cancel("page-2")  # a cancel from another page does not touch this one's next request
     path, record = studio.generate(PROMPT, "", None, 5, 2, 4.0, size, length, session="page-1")
     assert path.is_file() and record["seed"] == 5 and json.loads(path.with_suffix(".json").read_text())["steps"] == 2
+    # names another client cannot guess: no counter, time or seed, 128 random bits
+    again, _ = studio.generate(PROMPT, "", None, 5, 2, 4.0, size, length, session="page-2")
+    tokens = [p.stem.rsplit("-", 1)[-1] for p in (path, again)]
+    assert tokens[0] != tokens[1] and all(len(t) == 32 for t in tokens) and "seed" not in again.name
+
+
+def test_an_unknown_huge_word_is_not_echoed_whole(studio):
+    size, length = next(iter(studio.presets.sizes)), next(iter(studio.presets.lengths))
+    with pytest.raises(ValueError) as error:
+        studio.generate("a " + "x" * 100_000 + " circle", "", None, 0, 2, 4.0, size, length)
+    assert len(str(error.value)) < 1000 and "xxx..." in str(error.value)
 
 
 @pytest.fixture(scope="module")

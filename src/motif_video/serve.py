@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import secrets
 import tempfile
 import threading
 import time
@@ -162,7 +163,9 @@ class Studio:
             on_step=on_step,
         )
         number = next(self._count)
-        path = self.out_dir / f"motif-video-{time.strftime('%Y%m%d-%H%M%S')}-{number:04d}-seed{seed}.mp4"
+        # an unguessable name: the page serves files by path, so a name another client could guess would
+        # let it fetch this client's video and sidecar
+        path = self.out_dir / f"motif-video-{time.strftime('%Y%m%d')}-{secrets.token_hex(16)}.mp4"
         write_mp4(result.uint8()[0], path, fps=self.presets.fps)
         record = generation_record(
             self.pipe,

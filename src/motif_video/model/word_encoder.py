@@ -47,7 +47,10 @@ class WordTextEncoder(nn.Module):
             unknown = sorted({w for w in words if w not in self.index})
             if unknown:
                 known = ", ".join(w for w in self.vocab if w not in (PAD, END))
-                raise ValueError(f"unknown words {unknown}: this model knows only: {known}")
+                # a word is shown to 40 characters and at most 10 of them: an error never echoes a whole payload
+                shown = [w if len(w) <= 40 else w[:37] + "..." for w in unknown[:10]]
+                more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+                raise ValueError(f"unknown words {shown}{more}: this model knows only: {known}")
             if len(words) + 1 > self.max_len:
                 raise ValueError(f"prompt has {len(words)} words; this model reads at most {self.max_len - 1}")
             rows.append([self.index[w] for w in words] + [self.index[END]])
