@@ -123,6 +123,9 @@ def test_image_to_video(weights, tmp_path):
         (["--device", "cuda:7"], "device 'cuda:7' is not available"),
         (["--dtype", "float16", "--device", "cpu"], "float16 is not supported on the CPU"),
         (["--batch", "0"], "--batch must be >= 1"),
+        (["--height", "16384", "--width", "16384"], "GiB available; not even one frame at this size fits"),
+        (["--frames", "100001"], "GiB available; at 48x32 and batch 1, at most"),
+        (["--batch", "100000"], "GiB available; not even one frame at this size fits"),
     ],
 )
 def test_bad_input_one_line_error_and_no_file(weights, tmp_path, args, message):

@@ -87,6 +87,11 @@ def register(sub) -> None:
         help="step caching: reuse the last prediction while the model's modulated input changed less than this "
         "in total (TeaCache-style; 0.05-0.2 trade quality for speed; default: off)",
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="generate even when the request's estimated memory exceeds what the device has available",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=generate)
 
@@ -168,6 +173,11 @@ def generate(args: argparse.Namespace) -> int:
         args.device = args.device or str(world.device)
     device, dtype = resolve_runtime(args.device, args.dtype)
     args.device, dtype_name = device, str(dtype).removeprefix("torch.")
+    if not args.force:  # refuse what cannot fit before loading anything
+        from motif_video.sampling.budget import check
+
+        guided = args.guidance != "none"
+        check(weights, args.height, args.width, args.frames, args.batch, dtype.itemsize, guided, device)
 
     started = time.time()
     pipe = load_pipeline(
