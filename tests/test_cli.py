@@ -196,3 +196,25 @@ def test_a_pickle_payload_in_checkpoint_metadata_is_refused_and_runs_nothing(tmp
     assert resumed.returncode == 2 and "Traceback" not in resumed.stderr
     assert "names posix.system" in resumed.stderr and "refused" in resumed.stderr
     assert not marker.exists()  # nothing ran
+
+
+def test_help_is_fast_and_generate_prints_only_progress_on_stderr(tmp_path):
+    import time
+
+    def best(command: list[str]) -> float:
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            subprocess.run(command, capture_output=True, timeout=120, check=True)
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    torch_import = best([sys.executable, "-c", "import torch"])
+    help_time = best([SCRIPT, "--help"])
+    assert help_time < 1.5 * torch_import, (help_time, torch_import)
+
+    out = tmp_path / "demo.mp4"
+    result = run("generate", "a red circle moves to the left on a gray background", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert lines and all(line.startswith(("denoising", "decoding")) and "|" in line for line in lines), lines
