@@ -285,3 +285,30 @@ def test_local_weights_plumbing(curated, tmp_path):
     assert all(r["caption_status"].startswith("caption failed") and r["caption_raw"] for r in rows)
     wrong = cli("caption", str(out), "--model-dir", str(tmp_path / "nothing"))
     assert wrong.returncode == 2 and "has no config.json" in wrong.stderr
+
+
+def test_curate_captions_as_its_last_stage(tmp_path):
+    raw = tmp_path / "raw"
+    footage.write(raw / "pan.mp4", footage.panning(41, 3.0, 240, 320))
+    with StubServer(default=answer(subject="nature")) as stub:
+        result = cli(
+            "curate",
+            str(raw),
+            str(tmp_path / "out"),
+            "--captioner",
+            "server",
+            "--api-url",
+            stub.url,
+            "--model",
+            "qwen3-vl",
+            "--frames",
+            "2",
+            "--quiet",
+        )
+        assert result.returncode == 0, result.stderr
+        assert len(stub.requests) == 1
+    (row,) = table.read(tmp_path / "out" / "clips.parquet")
+    assert row["kept"] and row["caption_status"] == "ok" and row["subject"] == "nature" and row["sft"] is True
+    mismatch = cli("curate", str(raw), str(tmp_path / "out2"), "--captioner", "local", "--api-url", "http://x")
+    assert mismatch.returncode == 2 and "--captioner local needs --model-dir" in mismatch.stderr
+    assert not (tmp_path / "out2").exists()  # refused before any work

@@ -241,6 +241,14 @@ def test_curate_end_to_end(raw, tmp_path):
     report = prepare(str(out), prepared, PrepareConfig(frame_buckets=(9,), fps=4.0), progress=False)
     kept_videos = [r for r in rows if r["kept"] and r["kind"] == "video"]
     assert report["sources"] + len([s for s in report["skipped"] if "caption" in s["reason"]]) == len(kept_videos)
+    # a curriculum stage takes only the clips admitted to it: at 360p none of these small clips
+    staged = prepare(
+        str(out), tmp_path / "p360", PrepareConfig(frame_buckets=(9,), fps=4.0), progress=False, stage="360p"
+    )
+    admitted = [r for r in kept_videos if r["stage_360p"]]
+    assert staged["sources"] + len([s for s in staged["skipped"] if "caption" in s["reason"]]) == len(admitted)
+    with pytest.raises(ValueError, match="unknown stage '1080p'"):
+        prepare(str(out), tmp_path / "p1080", PrepareConfig(), progress=False, stage="1080p")
 
 
 def test_ray_engine_gives_the_same_table(raw, tmp_path, monkeypatch):

@@ -88,6 +88,11 @@ def register(sub) -> None:
     prepare.add_argument("--shard-size", type=int, default=64, help="clips per shard")
     prepare.add_argument("--seed", type=int, default=0, help="seed of the shapes world")
     prepare.add_argument("--max-objects", type=int, default=2, help="shapes world: at most this many objects per clip")
+    prepare.add_argument(
+        "--stage",
+        default=None,
+        help="from a curate folder: only the clips admitted to this curriculum stage (144p, 360p, 480p, 720p)",
+    )
     prepare.add_argument("--quiet", action="store_true", help="no progress bar")
     prepare.set_defaults(run=run_prepare)
 
@@ -211,7 +216,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     cfg = PrepareConfig(
         fps=args.fps, frame_buckets=buckets, area=args.area, shard_size=args.shard_size, max_objects=args.max_objects
     )
-    report = prepare(args.source, args.out, cfg, seed=args.seed, progress=not args.quiet)
+    report = prepare(args.source, args.out, cfg, seed=args.seed, progress=not args.quiet, stage=args.stage)
     print(
         f"{report['clips']} clips from {report['sources']} sources in {args.out}; {len(report['skipped'])} "
         f"skipped (see report.json); buckets {report['buckets']}"
@@ -245,6 +250,8 @@ def run_curate(args: argparse.Namespace) -> int:
         raise UsageError(f"--config file {args.config} does not exist")
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.captioner is not None and (args.captioner == "server") != (args.api_url is not None):
+        raise UsageError("--captioner server needs --api-url; --captioner local needs --model-dir")
     cfg = CurateConfig.load(args.config, args.overrides)
     summary = curate(
         args.source,
@@ -256,8 +263,6 @@ def run_curate(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     if args.captioner is not None:
-        if (args.captioner == "server") != (args.api_url is not None):
-            raise UsageError("--captioner server needs --api-url; --captioner local needs --model-dir")
         summary = caption_folder(args, args.out)
     rejected = ", ".join(f"{k} {v}" for k, v in summary["rejected_by"].items()) or "none"
     admitted = ", ".join(f"{k.removeprefix('stage_')} {v}" for k, v in summary["admitted"].items())

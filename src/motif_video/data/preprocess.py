@@ -50,7 +50,7 @@ def caption_of(row: dict) -> str | tuple[str, str, str] | None:
     return (row.get("caption") or "").strip() or None
 
 
-def list_sources(source: str) -> tuple[list[tuple[str, str | None]], list[dict[str, str]]]:
+def list_sources(source: str, stage: str | None = None) -> tuple[list[tuple[str, str | None]], list[dict[str, str]]]:
     """(path, caption) pairs and the files rejected before decoding."""
     if source.startswith("shapes:"):
         count = int(source.removeprefix("shapes:"))
@@ -76,6 +76,12 @@ def list_sources(source: str) -> tuple[list[tuple[str, str | None]], list[dict[s
         from motif_video.data.curation import table
 
         rows = [r for r in table.read(path / "clips.parquet") if r["kept"] and r["kind"] == "video"]
+        if stage is not None:  # only the clips admitted to a curriculum stage
+            column = f"stage_{stage}"
+            if rows and column not in rows[0]:
+                stages = sorted(k.removeprefix("stage_") for k in rows[0] if k.startswith("stage_"))
+                raise ValueError(f"unknown stage {stage!r}; the clip table has {stages}")
+            rows = [r for r in rows if r[column]]
         return [(str((path / r["path"]).resolve()), caption_of(r)) for r in rows], []
     pairs, rejected = [], []
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
@@ -89,11 +95,18 @@ def list_sources(source: str) -> tuple[list[tuple[str, str | None]], list[dict[s
 
 
 def prepare(
-    source: str, out_dir: str | Path, cfg: PrepareConfig = PrepareConfig(), seed: int = 0, progress: bool = True
+    source: str,
+    out_dir: str | Path,
+    cfg: PrepareConfig = PrepareConfig(),
+    seed: int = 0,
+    progress: bool = True,
+    stage: str | None = None,
 ) -> dict:
     out_dir = Path(out_dir)
     writer = ShardWriter(out_dir, cfg.shard_size)
-    sources, rejected = list_sources(source)
+    sources, rejected = list_sources(source, stage)
+    if stage is not None and not (Path(source) / "clips.parquet").is_file():
+        raise ValueError(f"--stage selects from a `motif-video curate` folder; {source} is not one")
     done = writer.done_sources()
     report_file = out_dir / "report.json"
     # files skipped by an earlier run are tried again: the user may have fixed them since
