@@ -44,53 +44,41 @@ def test_prepare_precompute_lora_export_generate(tmp_path):
     for step in steps:
         result = cli(*step)
         assert result.returncode == 0, result.stderr
+
+    def lora_run(out: Path, *extra: str) -> subprocess.CompletedProcess:
+        return cli(
+            "train",
+            str(CONFIG),
+            "--quiet",
+            "data.source='shards'",
+            f"data.path={json.dumps(str(tmp_path / 'data/latents'))}",
+            "data.batch_size=2",
+            f"model.init_from={json.dumps(str(base))}",
+            "model.lora_rank=4",
+            "model.overrides.in_channels=9",
+            "model.overrides.out_channels=4",
+            "model.overrides.cross_attention_kv='separate'",
+            "train.steps=6",
+            "train.save_every=6",
+            "optim.lr=0.05",
+            "optim.warmup_steps=1",
+            f"train.out_dir={json.dumps(str(out))}",
+            *extra,
+        )
+
     run = tmp_path / "runs/lora"
-    train = cli(
-        "train",
-        str(CONFIG),
-        "--quiet",
-        "data.source='shards'",
-        f"data.path={json.dumps(str(tmp_path / 'data/latents'))}",
-        "data.batch_size=2",
-        f"model.init_from={json.dumps(str(base))}",
-        "model.lora_rank=4",
-        "model.overrides.in_channels=9",
-        "model.overrides.out_channels=4",
-        "model.overrides.cross_attention_kv='separate'",
-        "train.steps=6",
-        "train.save_every=6",
-        "optim.lr=0.05",
-        "optim.warmup_steps=1",
-        f"train.out_dir={json.dumps(str(run))}",
-    )
+    train = lora_run(run)
     assert train.returncode == 0, train.stderr
     assert "LoRA rank 4 (alpha 4) on" in train.stdout and "trainable of" in train.stdout
     assert "train.ema_decay 0.99 over 6 steps" in train.stdout  # the EMA export would barely move: said so
     assert (run / "pipeline" / "manifest.json").is_file()  # the trainer exports a fine-tune of a pipeline itself
     assert (run / "lora.safetensors").is_file()
 
-    # the user's own export, with an EMA that moved: rerun the last steps with decay 0 into a second run
+    # the user's own export, of a run whose EMA moved (decay 0: the last weights)
     run2 = tmp_path / "runs/lora2"
-    again = cli(
-        "train",
-        str(CONFIG),
-        "--quiet",
-        "data.source='shards'",
-        f"data.path={json.dumps(str(tmp_path / 'data/latents'))}",
-        "data.batch_size=2",
-        f"model.init_from={json.dumps(str(base))}",
-        "model.lora_rank=4",
-        "model.overrides.in_channels=9",
-        "model.overrides.out_channels=4",
-        "model.overrides.cross_attention_kv='separate'",
-        "train.steps=6",
-        "train.save_every=6",
-        "train.ema_decay=0.0",
-        "optim.lr=0.05",
-        "optim.warmup_steps=1",
-        f"train.out_dir={json.dumps(str(run2))}",
-    )
-    assert again.returncode == 0, again.stderr and "ema_decay" not in again.stdout
+    again = lora_run(run2, "train.ema_decay=0.0")
+    assert again.returncode == 0, again.stderr
+    assert "ema_decay" not in again.stdout
     exported = tmp_path / "exported"
     result = cli("export", str(run2), "--out", str(exported))
     assert result.returncode == 0, result.stderr
