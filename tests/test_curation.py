@@ -265,3 +265,43 @@ def test_ray_engine_gives_the_same_table(raw, tmp_path, monkeypatch):
     assert local == ray
     assert table.read(tmp_path / "local" / "clips.parquet") == table.read(tmp_path / "ray-out" / "clips.parquet")
     shutil.rmtree(short, ignore_errors=True)
+
+
+def test_siglip_descriptor_and_aesthetic_stage_from_local_files(tmp_path):
+    """The weight-needing paths on tiny random weights of the same classes: SigLIP as the shot / duplicate
+    descriptor, Aesthetic Predictor V2.5 (SigLIP + its head, the release's .pth layout) as the aesthetic score."""
+    import torch
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    siglip = tmp_path / "siglip"
+    torch.manual_seed(0)
+    config = SiglipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8
+    )
+    SiglipVisionModel(config).save_pretrained(siglip)
+    dims = [32, 1024, 128, 64, 16, 1]
+    head = {}
+    for i, layer in enumerate((0, 2, 4, 6, 8)):
+        head[f"{layer}.weight"] = torch.randn(dims[i + 1], dims[i]) * 0.05
+        head[f"{layer}.bias"] = torch.full((dims[i + 1],), 0.5)
+    torch.save(head, tmp_path / "aesthetic_predictor_v2_5.pth")  # the release's file: the head's state dict
+
+    raw = tmp_path / "raw"
+    footage.write(raw / "pan.mp4", footage.panning(41, 3.0, 240, 320))
+    footage.three_shots(raw / "cuts.mp4")
+    cfg = CurateConfig.load(
+        None,
+        [
+            f"shots.embedder={json.dumps(str(siglip))}",
+            f"quality.aesthetic_encoder={json.dumps(str(siglip))}",
+            f"quality.aesthetic_head={json.dumps(str(tmp_path / 'aesthetic_predictor_v2_5.pth'))}",
+        ],
+    )
+    curate(raw, tmp_path / "out", cfg, progress=False)
+    rows = table.read(tmp_path / "out" / "clips.parquet")
+    assert all(r["aesthetic_status"] == "run" and isinstance(r["aesthetic"], float) for r in rows if r["kept"])
+    assert all(len(r["descriptor"]) == 32 for r in rows if r["descriptor"])  # SigLIP's pooled width
+    scores = {r["aesthetic"] for r in rows if r["kept"]}
+    assert len(scores) > 1  # a score of the frames, not a constant
+    with pytest.raises(ValueError, match="given together or not at all"):
+        CurateConfig.load(None, [f"quality.aesthetic_encoder={json.dumps(str(siglip))}"])
