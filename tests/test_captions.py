@@ -136,7 +136,7 @@ def test_caption_select_prepare_and_train_on_three_variants(curated, tmp_path):
         "{",
         "{",
         "{",  # pan: three malformed answers -> caption failed
-        answer(subject="animals", action="Static"),  # photo
+        answer(subject="nature", action="Static"),  # photo (an image: prepare shards videos only)
     ]
     with StubServer(script) as stub:
         result = cli(
@@ -179,7 +179,8 @@ def test_caption_select_prepare_and_train_on_three_variants(curated, tmp_path):
     assert chosen.returncode == 0, chosen.stderr
     assert "2 of 4 eligible clips selected" in chosen.stdout
     lines = {line.split()[0]: line.split()[1:] for line in chosen.stdout.splitlines() if line.startswith("  ")}
-    assert lines["people"] == ["0.25", "0.50"] and lines["animals"] == ["0.75", "0.50"]
+    assert lines["people"] == ["0.25", "0.50"] and lines["animals"] == ["0.50", "0.50"]
+    assert lines["nature"] == ["0.25", "0.00"]  # not in the target: left out
     selection = out / "select-144p.csv"
     assert selection.is_file()
     bad = cli("select", str(out), "--stage", "144p", "--target-mix", str(tmp_path / "missing.toml"))
@@ -312,3 +313,18 @@ def test_curate_captions_as_its_last_stage(tmp_path):
     mismatch = cli("curate", str(raw), str(tmp_path / "out2"), "--captioner", "local", "--api-url", "http://x")
     assert mismatch.returncode == 2 and "--captioner local needs --model-dir" in mismatch.stderr
     assert not (tmp_path / "out2").exists()  # refused before any work
+
+
+def test_an_unreachable_server_is_one_line(curated, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(curated, out)
+    with StubServer() as stub:
+        url = stub.url  # closed again: nothing listens there
+    result = cli("caption", str(out), "--api-url", url, "--model", "m", "--retries", "0", "--quiet")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        f"motif-video caption: error: no answer from {url}/chat/completions after 1 tries "
+        "(URLError: [Errno 111] Connection refused)"
+    )
+    nothing = cli("select", str(out))
+    assert nothing.returncode == 2 and "run `motif-video caption" in nothing.stderr

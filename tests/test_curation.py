@@ -144,6 +144,7 @@ def raw(tmp_path_factory) -> Path:
     footage.write(d / "tiny.mp4", footage.panning(5, 3.0, 48, 64))
     footage.write(d / "short.mp4", footage.panning(6, 1.0))
     (d / "notes.csv").write_text("not media")
+    (d / "notes.txt").write_text("a text file is not a caption of itself")
     shutil.copy(footage.real_footage("bikes.mp4"), d / "bikes.mp4")
     return d
 
@@ -167,7 +168,8 @@ def test_curate_end_to_end(raw, tmp_path):
     assert "wrote" in result.stdout and "Traceback" not in result.stderr
     rows = table.read(out / "clips.parquet")
     files = by_name(rows)
-    assert len(files) == 15  # every file has a row, kept or with its reason
+    assert len(files) == 16  # every file has a row, kept or with its reason
+    assert files["notes.txt"][0]["caption"] is None and files["notes.txt"][0]["reason"].startswith("sanitation")
 
     # sanitation: each bad file is one rejected row
     expected = {
@@ -177,6 +179,7 @@ def test_curate_end_to_end(raw, tmp_path):
         "tiny.mp4": "sanitation: too small: 64x48",
         "short.mp4": "sanitation: too short: 1.00 s",
         "notes.csv": "sanitation: not a video or image",
+        "notes.txt": "sanitation: not a video or image",
     }
     for name, reason in expected.items():
         assert len(files[name]) == 1 and not files[name][0]["kept"] and files[name][0]["reason"].startswith(reason)
@@ -233,6 +236,20 @@ def test_curate_end_to_end(raw, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in (out / "parts").iterdir()} == parts
     assert table.read(out / "clips.parquet") == rows
 
+    # a changed quality threshold is decided again from the measurements, without measuring again
+    stricter = curate_cli(str(raw), str(out), "quality.brightness_min=0.15", "quality.motion_min=0.1", "--quiet")
+    assert stricter.returncode == 0, stricter.stderr
+    assert {p: p.stat().st_mtime_ns for p in (out / "parts").iterdir()} == parts
+    redone = by_name(table.read(out / "clips.parquet"))
+    assert redone["pan.mp4"][0]["reason"].startswith("motion: 0.07") and not redone["pan.mp4"][0]["kept"]
+    assert redone["bars.mp4"][0]["kept"]  # 0.125 frame widths / s
+    # a changed measuring setting measures again
+    remeasured = curate_cli(str(raw), str(out), "quality.brightness_min=0.15", "borders.luma_threshold=30", "--quiet")
+    assert remeasured.returncode == 0, remeasured.stderr
+    assert all(p.stat().st_mtime_ns != parts[p] for p in (out / "parts").iterdir())
+    back = curate_cli(str(raw), str(out), "quality.brightness_min=0.15", "--quiet")
+    assert back.returncode == 0 and table.read(out / "clips.parquet") == rows
+
     # prepare reads a curated folder directly: the kept video clips
     prepared = tmp_path / "prepared"
     from motif_video.data.preprocess import PrepareConfig, prepare
@@ -240,6 +257,10 @@ def test_curate_end_to_end(raw, tmp_path):
     (out / "clips").joinpath("x").write_text("")  # stray files in the folder do not matter
     report = prepare(str(out), prepared, PrepareConfig(frame_buckets=(9,), fps=4.0), progress=False)
     kept_videos = [r for r in rows if r["kept"] and r["kind"] == "video"]
+    no_caption = [s["reason"] for s in report["skipped"] if "caption" in s["reason"]]
+    assert no_caption and all(f"run `motif-video caption {out}`" in r for r in no_caption)
+    with pytest.raises(ValueError, match=r"holds shards made with other settings \{'frame_buckets'"):
+        prepare(str(out), prepared, PrepareConfig(frame_buckets=(17,), fps=4.0), progress=False)
     assert report["sources"] + len([s for s in report["skipped"] if "caption" in s["reason"]]) == len(kept_videos)
     # a curriculum stage takes only the clips admitted to it: at 360p none of these small clips
     staged = prepare(
@@ -249,6 +270,11 @@ def test_curate_end_to_end(raw, tmp_path):
     assert staged["sources"] + len([s for s in staged["skipped"] if "caption" in s["reason"]]) == len(admitted)
     with pytest.raises(ValueError, match="unknown stage '1080p'"):
         prepare(str(out), tmp_path / "p1080", PrepareConfig(), progress=False, stage="1080p")
+
+
+def test_a_bad_source_makes_no_output(tmp_path):
+    result = curate_cli(str(tmp_path / "missing"), str(tmp_path / "out"))
+    assert result.returncode == 2 and "does not exist" in result.stderr and not (tmp_path / "out").exists()
 
 
 def test_ray_engine_gives_the_same_table(raw, tmp_path, monkeypatch):

@@ -31,7 +31,8 @@ def register(sub) -> None:
         "--captioner",
         choices=["server", "local"],
         default=None,
-        help="caption the kept clips as the last stage (the options of `motif-video caption`)",
+        help="caption the kept clips as the last stage (the options of `motif-video caption`; implied by "
+        "--api-url or --model-dir)",
     )
     add_captioner_options(curate)
     curate.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -76,15 +77,23 @@ def register(sub) -> None:
         "prepare",
         help="turn captioned videos (or the shapes world) into bucketed WebDataset shards",
         description="Decode, resample, cut, bucket, resize and write videos as WebDataset shards plus a metadata "
-        "table (metadata.jsonl) and a report of skipped files (report.json). SOURCE is a folder of videos with a "
-        ".txt caption beside each, a .csv/.jsonl list of path,caption, or shapes:N for N procedural clips. "
-        "Re-running resumes: sources already in committed shards are skipped.",
+        "table (metadata.jsonl) and a report of skipped files (report.json). SOURCE is a `motif-video curate` "
+        "folder (its kept clips and captions; --stage for one curriculum stage's), a folder of videos with a .txt "
+        "caption beside each, a .csv/.jsonl list with path and caption columns (as `select` writes), or shapes:N "
+        "for N procedural clips. The defaults are the embedded model's scale (8 fps, 17/33 frames, 64x96 pixels); "
+        "for the released model use e.g. --fps 24 --frame-buckets 33,65,121 --area 399360 (832x480), or --stage. "
+        "Re-running resumes: sources already in committed shards are skipped; other settings need another OUT.",
     )
     prepare.add_argument("source", help="folder (or a curate output folder), .csv/.jsonl list, or shapes:N")
     prepare.add_argument("out", help="output folder for shards, metadata.jsonl and report.json")
     prepare.add_argument("--fps", type=float, default=8.0, help="frame rate of the clips")
     prepare.add_argument("--frame-buckets", default="17,33", help="clip lengths in frames, comma-separated")
-    prepare.add_argument("--area", type=int, default=64 * 96, help="pixels per frame of every aspect bucket")
+    prepare.add_argument(
+        "--area",
+        type=int,
+        default=None,
+        help="pixels per frame of every aspect bucket (default: the --stage's, e.g. 360p 640x360; else 64x96)",
+    )
     prepare.add_argument("--shard-size", type=int, default=64, help="clips per shard")
     prepare.add_argument("--seed", type=int, default=0, help="seed of the shapes world")
     prepare.add_argument("--max-objects", type=int, default=2, help="shapes world: at most this many objects per clip")
@@ -119,6 +128,9 @@ def add_captioner_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--api-key-env", default=None, help="environment variable holding the server's API key")
     group.add_argument("--concurrency", type=int, default=4, help="requests in flight (server) or batch (local)")
     group.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for one answer")
+    group.add_argument(
+        "--retries", type=int, default=4, help="tries again after a server error or time-out (backoff 1, 2, 4, ... s)"
+    )
     group.add_argument("--model-dir", default=None, help="local Qwen2.5-VL / Qwen3-VL weights instead of a server")
     group.add_argument("--device", default="cpu", help="device of the local model")
     group.add_argument(
@@ -142,8 +154,15 @@ def captioner_from_args(args: argparse.Namespace):
     if args.api_url is not None:
         if not args.model:
             raise UsageError("--api-url needs --model (the name the server serves)")
+        if args.retries < 0:
+            raise UsageError(f"--retries must be >= 0, got {args.retries}")
         return ServerBackend(
-            args.api_url, args.model, api_key_env=args.api_key_env, timeout=args.timeout, max_tokens=args.max_tokens
+            args.api_url,
+            args.model,
+            api_key_env=args.api_key_env,
+            timeout=args.timeout,
+            retries=args.retries,
+            max_tokens=args.max_tokens,
         )
     return LocalBackend(args.model_dir, device=args.device, dtype=args.dtype, max_tokens=args.max_tokens)
 
@@ -199,6 +218,10 @@ def run_select(args: argparse.Namespace) -> int:
     return 0
 
 
+# pixels per frame of each curriculum stage's landscape size (16:9 at 144p / 360p / 720p, 832x480 at 480p)
+STAGE_AREAS = {"144p": 256 * 144, "360p": 640 * 360, "480p": 832 * 480, "720p": 1280 * 720}
+
+
 def run_prepare(args: argparse.Namespace) -> int:
     from motif_video.data.preprocess import PrepareConfig, prepare
 
@@ -208,6 +231,8 @@ def run_prepare(args: argparse.Namespace) -> int:
         raise UsageError(f"--frame-buckets must be integers separated by commas, got {args.frame_buckets!r}") from None
     if any(b < 1 or (b - 1) % 4 for b in buckets):
         raise UsageError(f"--frame-buckets must be 4k+1 frame counts (1, 17, 33, 65, 121, ...), got {buckets}")
+    if args.area is None:
+        args.area = STAGE_AREAS.get(args.stage, 64 * 96)
     if args.fps <= 0 or args.area < 256 or args.shard_size < 1 or args.max_objects < 1:
         raise UsageError(
             f"--fps must be > 0, --area >= 256, --shard-size >= 1 and --max-objects >= 1, got {args.fps}, "
@@ -217,9 +242,10 @@ def run_prepare(args: argparse.Namespace) -> int:
         fps=args.fps, frame_buckets=buckets, area=args.area, shard_size=args.shard_size, max_objects=args.max_objects
     )
     report = prepare(args.source, args.out, cfg, seed=args.seed, progress=not args.quiet, stage=args.stage)
+    buckets = ", ".join(f"{name}: {n}" for name, n in report["buckets"].items()) or "none"
     print(
-        f"{report['clips']} clips from {report['sources']} sources in {args.out}; {len(report['skipped'])} "
-        f"skipped (see report.json); buckets {report['buckets']}"
+        f"clips: {report['clips']} from {report['sources']} sources in {args.out}; skipped: "
+        f"{len(report['skipped'])} (see report.json); buckets (frames x height x width): {buckets}"
     )
     return 0
 
@@ -250,8 +276,12 @@ def run_curate(args: argparse.Namespace) -> int:
         raise UsageError(f"--config file {args.config} does not exist")
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    if args.captioner is not None and (args.captioner == "server") != (args.api_url is not None):
-        raise UsageError("--captioner server needs --api-url; --captioner local needs --model-dir")
+    if args.captioner is None and (args.api_url or args.model_dir):  # the backend's options say which
+        args.captioner = "server" if args.api_url else "local"
+    if args.captioner == "server" and not args.api_url:
+        raise UsageError("--captioner server needs --api-url (and --model)")
+    if args.captioner == "local" and not args.model_dir:
+        raise UsageError("--captioner local needs --model-dir")
     cfg = CurateConfig.load(args.config, args.overrides)
     summary = curate(
         args.source,

@@ -12,6 +12,7 @@ restarted job skips every source whose clips are already in a committed shard.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -82,7 +83,17 @@ def list_sources(source: str, stage: str | None = None) -> tuple[list[tuple[str,
                 stages = sorted(k.removeprefix("stage_") for k in rows[0] if k.startswith("stage_"))
                 raise ValueError(f"unknown stage {stage!r}; the clip table has {stages}")
             rows = [r for r in rows if r[column]]
-        return [(str((path / r["path"]).resolve()), caption_of(r)) for r in rows], []
+        pairs, rejected = [], []
+        for r in rows:
+            clip = str((path / r["path"]).resolve())
+            if caption_of(r) is None:
+                reason = (
+                    f"no caption: run `motif-video caption {path}` (or put a .txt beside {r['source']}, then curate)"
+                )
+                rejected.append({"path": clip, "reason": reason})
+            else:
+                pairs.append((clip, caption_of(r)))
+        return pairs, rejected
     pairs, rejected = [], []
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         if file.suffix.lower() in VIDEO_EXTENSIONS:
@@ -111,6 +122,15 @@ def prepare(
     report_file = out_dir / "report.json"
     # files skipped by an earlier run are tried again: the user may have fixed them since
     skipped = {row["path"]: row for row in rejected}
+    settings = out_dir / "prepare.json"  # shards of one OUT share one recipe: a rerun may not mix two
+    spelled = str(source) if str(source).startswith("shapes:") else str(Path(source).resolve())
+    recipe = {"source": spelled, "stage": stage, **dataclasses.asdict(cfg), "seed": seed}
+    recipe["frame_buckets"] = list(cfg.frame_buckets)
+    if settings.is_file() and json.loads(settings.read_text()) != recipe:
+        before = json.loads(settings.read_text())
+        changed = {k: (before.get(k), v) for k, v in recipe.items() if before.get(k) != v}
+        raise ValueError(f"{out_dir} holds shards made with other settings {changed} (before, now): use another OUT")
+    write_json(recipe, settings)
     sizes = sizes_for_area(cfg.area)
     for path, caption in tqdm(sources, desc="preparing", disable=not progress):
         if path in done or path in skipped:

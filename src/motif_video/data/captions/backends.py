@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 
-class CaptionServerError(RuntimeError):
+class CaptionServerError(ConnectionError):
     """The server did not answer usefully (after the retries); the message names the URL."""
 
 

@@ -81,7 +81,10 @@ def select(out_dir: str | Path, stage: str, mix: dict[str, dict[str, float]] | N
     out = Path(out_dir)
     if not (out / "clips.parquet").is_file():
         raise FileNotFoundError(f"{out} has no clips.parquet; run `motif-video curate` and `caption` first")
-    pool = eligible(table.read(out / "clips.parquet"), stage)
+    rows = table.read(out / "clips.parquet")
+    pool = eligible(rows, stage)
+    if not pool and not any(r.get("caption_status") == "ok" for r in rows):
+        raise ValueError(f"no clip of {out} has a caption yet: run `motif-video caption {out} ...` first")
     if not pool:
         raise ValueError(f"no captioned clip of {out} is eligible for stage {stage!r}")
     chosen = pool

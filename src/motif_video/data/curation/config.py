@@ -124,3 +124,15 @@ class CurateConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def measurement_digest(self) -> str:
+        """What the per-file stages measured with: a changed border, overlay, shot or sanitation setting (or
+        the aesthetic weights, the descriptor frame) means measuring again; the quality thresholds,
+        duplicates and admission are decided from the measurements and need no new pass."""
+        import hashlib
+        import json
+
+        parts = {k: asdict(getattr(self, k)) for k in ("sanitation", "borders", "overlays", "shots")}
+        q = self.quality
+        parts["measures"] = [q.aesthetic_encoder, q.aesthetic_head, q.aesthetic_frames, self.dedup.frame]
+        return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]

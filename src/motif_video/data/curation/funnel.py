@@ -27,6 +27,7 @@ def measure(source: Source, cfg: CurateConfig, out_dir: Path) -> list[dict]:
         "branch": source.branch + ("-synthetic" if source.synthetic else ""),
         "caption": source.caption,
         "kept": False,
+        "measured_with": cfg.measurement_digest(),
     }
     try:
         media = decode(source, cfg)
@@ -49,11 +50,12 @@ def measure(source: Source, cfg: CurateConfig, out_dir: Path) -> list[dict]:
     for n, shot in enumerate(sorted(kept + short, key=lambda s: s.first)):
         row = {**base, "clip": f"{source.id}-{n:03d}", "start": shot.start, "end": shot.end}
         row["cut_similarity"] = shot.cut_similarity
+        frames = _crop_analysis(media, crop, shot)
+        row["thumbnail"] = _thumbnail(frames[len(frames) // 2], out_dir, row["clip"])
         if shot in short:
             row["reason"] = f"shots: {shot.end - shot.start:.2f} s below {cfg.shots.min_seconds} s"
             rows.append(row)
             continue
-        frames = _crop_analysis(media, crop, shot)
         row.update(
             brightness=quality.brightness(frames),
             motion=quality.motion(frames, media.analysis_fps) if media.kind == "video" else None,
@@ -63,7 +65,6 @@ def measure(source: Source, cfg: CurateConfig, out_dir: Path) -> list[dict]:
         row["aesthetic"] = score
         row["aesthetic_status"] = "run" if score is not None else "not run: no quality.aesthetic_encoder / _head"
         row["descriptor"] = describe(frames[[min(cfg.dedup.frame, len(frames) - 1)]])[0].tolist()
-        row["thumbnail"] = _thumbnail(frames[len(frames) // 2], out_dir, row["clip"])
         row["reason"] = quality.verdict(row, cfg.quality)
         row["kept"] = row["reason"] is None
         rows.append(row)
@@ -110,7 +111,7 @@ def process_source(source: Source, cfg: CurateConfig, out_dir: str) -> str:
     """One source's table part (skipped when already written); the engines map this."""
     out = Path(out_dir)
     part = out / "parts" / f"{source.id}.parquet"
-    if not part.is_file():
+    if not fresh(part, cfg):
         try:
             rows = measure(source, cfg, out)
         except Exception as e:  # the job never stops on one file: an unexpected failure is a rejected row
@@ -118,6 +119,30 @@ def process_source(source: Source, cfg: CurateConfig, out_dir: str) -> str:
             rows = [{"source": source.path, "source_id": source.id, "clip": source.id, "kept": False, "reason": reason}]
         table.write(rows, part)
     return str(part)
+
+
+def fresh(part: Path, cfg: CurateConfig) -> bool:
+    """A part measured with the current per-file settings (see CurateConfig.measurement_digest)."""
+    if not part.is_file():
+        return False
+    import pyarrow.parquet as pq
+
+    digests = set(pq.read_table(part, columns=["measured_with"]).column(0).to_pylist())
+    return digests == {cfg.measurement_digest()}
+
+
+QUALITY_STAGES = ("brightness", "motion", "sharpness")
+
+
+def redecide_quality(rows: list[dict], cfg: CurateConfig) -> None:
+    """The quality filters applied again from the stored measurements with the current thresholds, so a
+    changed threshold takes effect without measuring again. Rows rejected by an earlier stage stay so."""
+    for row in rows:
+        stage = (row["reason"] or "").split(":")[0]
+        if row["brightness"] is None or (row["reason"] and stage not in QUALITY_STAGES):
+            continue
+        row["reason"] = quality.verdict(row, cfg.quality)
+        row["kept"] = row["reason"] is None
 
 
 def deduplicate(rows: list[dict], similarity: float) -> None:
@@ -169,17 +194,19 @@ def curate(
     """Run the funnel; returns the summary (also in OUT/summary.json)."""
     cfg = cfg or CurateConfig()
     out = Path(out_dir)
-    (out / "parts").mkdir(parents=True, exist_ok=True)
-    sources = list_sources(source)
     if engine not in ("local", "ray"):
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    todo = [s for s in sources if not (out / "parts" / f"{s.id}.parquet").is_file()]
+    sources = list_sources(source)  # a bad SOURCE fails before OUT is made
+    (out / "parts").mkdir(parents=True, exist_ok=True)
+    todo = [s for s in sources if not fresh(out / "parts" / f"{s.id}.parquet", cfg)]
+    if progress and len(todo) < len(sources):
+        print(f"{len(sources) - len(todo)} of {len(sources)} files already measured with these settings", flush=True)
     work = functools.partial(process_source, cfg=cfg, out_dir=str(out))
-    if engine == "ray":
+    if todo and engine == "ray":
         run_ray(work, todo, ray_address, workers, progress)
-    else:
+    elif todo:
         run_local(work, todo, workers, "curating", progress)
     return assemble(out, cfg, {f"{s.id}.parquet" for s in sources}, engine, workers, ray_address, progress)
 
@@ -197,18 +224,25 @@ def assemble(
     the captions and their tags, the re-encoded kept clips; writes clips.parquet, summary.json and
     report.html and returns the summary."""
     from motif_video.data.captions.captioner import read_results
+    from motif_video.data.curation.probe import text_caption
 
     files = sorted((out / "parts").glob("*.parquet"))
     rows = [r for part in files if parts is None or part.name in parts for r in table.read(part)]
+    for row in rows:  # a .txt caption added or changed since the measuring is read now
+        if row["kind"] is not None and Path(row["source"]).with_suffix(".txt").is_file():
+            row["caption"] = text_caption(row["source"])
+    redecide_quality(rows, cfg)
     deduplicate(rows, cfg.dedup.similarity)
     admit(rows, cfg.admission)
     apply_captions(rows, read_results(out), cfg.admission)
     encode = functools.partial(_encode, out_dir=str(out), cfg=cfg)
     kept = [r for r in rows if r["kept"]]
-    if engine == "ray":
-        paths = run_ray(encode, kept, ray_address, workers, progress)
-    else:
-        paths = run_local(encode, kept, workers, "encoding", progress)
+    todo = [r for r in kept if not (out / f"clips/{r['clip']}{'.png' if r['kind'] == 'image' else '.mp4'}").is_file()]
+    if engine == "ray" and todo:
+        run_ray(encode, todo, ray_address, workers, progress)
+    elif todo:
+        run_local(encode, todo, workers, "encoding", progress)
+    paths = [encode(r) for r in kept]  # written: each returns its path at once
     for row, path in zip(kept, paths, strict=True):
         row["path"] = path
     rows.sort(key=lambda r: (r["source"], r["clip"]))

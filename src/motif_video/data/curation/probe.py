@@ -58,9 +58,15 @@ def _source(path: Path, caption: str | None = None, synthetic: bool = False) -> 
         problem = "sanitation: file does not exist"
     elif branch is None:
         problem = f"sanitation: not a video or image (extension {path.suffix or 'none'})"
-    if caption is None and path.with_suffix(".txt").is_file():
-        caption = path.with_suffix(".txt").read_text().strip() or None
+    if caption is None and branch is not None:
+        caption = text_caption(path)
     return Source(str(path), source_id(path), branch or "other", synthetic, caption, problem)
+
+
+def text_caption(path: str | Path) -> str | None:
+    """The caption in a .txt beside a media file, if there is one."""
+    text = Path(path).with_suffix(".txt")
+    return (text.read_text().strip() or None) if text.is_file() else None
 
 
 def list_sources(source: str | Path) -> list[Source]:
@@ -172,7 +178,8 @@ def _decode_video(path: Path, cfg: CurateConfig, size: int) -> Media:
     try:
         container = av.open(str(path))
     except Exception as e:  # PyAV raises many kinds for broken input
-        raise Rejected(f"sanitation: undecodable ({type(e).__name__})") from None
+        detail = str(e).splitlines()[0].split(": '")[0][:100] if str(e) else type(e).__name__
+        raise Rejected(f"sanitation: undecodable ({detail})") from None
     with container:
         if not container.streams.video:
             raise Rejected("sanitation: no video stream")

@@ -73,18 +73,30 @@ def _histogram(rows: list[dict], column: str, lines: list[float], title: str) ->
     values = [r[column] for r in rows if r[column] is not None]
     if not values:
         return None
+    # the axis spans the values (and the thresholds near them): a far threshold is named, not drawn
+    lo, hi = min(values), max(values)
+    span = (hi - lo) or abs(hi) or 1.0
+    left, right = lo - 0.15 * span, hi + 0.15 * span
+    near = [x for x in lines if left - span <= x <= right + span]
+    far = [x for x in lines if x not in near]
+    left, right = min([left, *near]), max([right, *near])
     fig, ax = plt.subplots(figsize=(4.2, 2.6))
-    ax.hist(values, bins=min(30, max(5, len(values))), color="#68a")
-    for x in lines:
+    ax.hist(values, bins=min(30, max(5, len(values))), range=(left, right), color="#68a")
+    for x in near:
         ax.axvline(x, color="#d33", linestyle="--")
-    ax.set_title(title, fontsize=10)
+    ax.set_xlim(left, right)
+    note = f"\n(off the axis: {', '.join(f'{x:g}' for x in far)})" if far else ""
+    ax.set_title(title + note, fontsize=9)
     return _png(fig)
 
 
 def _figure(row: dict) -> str:
     image = f"<img class='thumb' src='{html.escape(row['thumbnail'])}'>" if row["thumbnail"] else ""
-    caption = html.escape(row["reason"] or Path(row["source"]).name)
-    return f"<figure>{image}<figcaption>{html.escape(row['clip'])}<br>{caption}</figcaption></figure>"
+    name = Path(row["source"]).name
+    if row["start"] is not None and row["kind"] == "video":
+        name += f" {row['start']:.1f}-{row['end']:.1f} s"
+    caption = html.escape(name) + (f"<br>{html.escape(row['reason'])}" if row["reason"] else "")
+    return f"<figure>{image}<figcaption>{caption}<br><small>{html.escape(row['clip'])}</small></figcaption></figure>"
 
 
 def write_report(rows: list[dict], cfg: CurateConfig, path: str | Path) -> Path:

@@ -73,6 +73,7 @@ SCHEMA = pa.schema(
         ("caption_raw", pa.string()),  # the last answer of a failed caption, for inspection
         ("thumbnail", pa.string()),  # relative to OUT
         ("path", pa.string()),  # the re-encoded clip, relative to OUT
+        ("measured_with", pa.string()),  # digest of the config sections the per-file stages ran with
     ]
 )
 
