@@ -100,7 +100,9 @@ def test_train_rejects_bad_config_in_one_line(tmp_path):
 def test_prepare_shapes_through_the_console_script(tmp_path):
     result = run("prepare", "shapes:3", str(tmp_path / "out"), "--frame-buckets", "9", "--area", "1536", "--quiet")
     assert result.returncode == 0, result.stderr
-    assert "3 clips from 3 sources" in result.stdout
+    assert (
+        "clips: 3 from 3 sources" in result.stdout and "buckets (frames x height x width): 9x32x32: 3" in result.stdout
+    )
     assert (tmp_path / "out" / "metadata.jsonl").read_text().count("\n") == 3
     bad = run("prepare", "shapes:3", str(tmp_path / "x"), "--frame-buckets", "10")
     assert bad.returncode == 2 and "4k+1 frame counts" in bad.stderr
