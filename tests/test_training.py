@@ -328,3 +328,21 @@ def test_sample_videos_every_n_steps(tmp_path):
     assert videos == ["step-0000002-0.mp4", "step-0000002-1.mp4", "step-0000004-0.mp4", "step-0000004-1.mp4"]
     frames, _ = read_video(tmp_path / "run" / "samples" / videos[0])
     assert frames.shape == (9, 32, 48, 3)
+
+
+def test_gradient_accumulation_gives_the_same_update(tmp_path):
+    """Micro-batches change no draw and no gradient: losses and weights after two steps match to float noise."""
+    results = []
+    for accum in (1, 2, 4):
+        state = build(tiny_config(tmp_path / str(accum), "data.batch_size=4", f"train.grad_accum={accum}"))
+        metrics = [train_step(state, step) for step in range(2)]
+        losses = [m[k] for m in metrics for k in ("loss", "grad_norm")]  # the gradient's size too (Adam hides it)
+        weights = {n: p.detach().clone() for n, p in state.model.named_parameters()}
+        results.append((losses, weights))
+    (base_losses, base_weights), *others = results
+    for losses, weights in others:
+        assert losses == pytest.approx(base_losses, rel=1e-5, abs=1e-6)
+        for name, value in weights.items():
+            torch.testing.assert_close(value, base_weights[name], rtol=1e-4, atol=1e-5, msg=name)
+    with pytest.raises(ValueError, match="train.grad_accum must be >= 1 and divide data.batch_size 4, got 3"):
+        tiny_config(tmp_path, "data.batch_size=4", "train.grad_accum=3")

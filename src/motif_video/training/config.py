@@ -170,6 +170,7 @@ class TrainSection:
     seed: int = 0
     out_dir: str = "runs/debug"
     precision: str = "fp32"  # or "bf16" (autocast)
+    grad_accum: int = 1  # micro-batches per step: the same update in less activation memory
     activation_checkpointing: bool = False
     compile: bool = False
     ema_decay: float = 0.999
@@ -238,6 +239,11 @@ class TrainConfig:
             )
         if self.optim.schedule not in ("constant", "cosine"):
             raise ValueError(f"optim.schedule must be 'constant' or 'cosine', got {self.optim.schedule!r}")
+        if self.train.grad_accum < 1 or self.data.batch_size % self.train.grad_accum:
+            raise ValueError(
+                f"train.grad_accum must be >= 1 and divide data.batch_size {self.data.batch_size}, "
+                f"got {self.train.grad_accum}"
+            )
         if self.train.precision not in ("fp32", "bf16"):
             raise ValueError(f"train.precision must be 'fp32' or 'bf16', got {self.train.precision!r}")
         if not 0 < self.tread.keep_ratio <= 1:

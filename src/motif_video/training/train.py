@@ -292,6 +292,7 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
     t = torch.cat([sample_times(1, g, flow.timesteps, flow.logit_mean, flow.logit_std, shift, at_one) for g in gens])
     drop = torch.cat([torch.rand(1, generator=g) < cfg.flow.caption_dropout for g in gens])
     text_encoder = state.model.text_encoder
+    ids = None  # token ids of the word-level encoder, when it is trained here
     variants = cfg.stage.caption_variants
     # the data's own [long, short, truncated] captions (a captioner wrote them), drawn with the stage's probabilities
     given = batch.get("caption_variants") or [None] * b
@@ -338,36 +339,55 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
     repa_on = state.teacher is not None and (cfg.repa.until_step <= 0 or step < cfg.repa.until_step)
     device = world.device
     xt = interpolate(x0, noise, t)
-    with autocast(cfg.train.precision, device):
-        if text is None:  # the word-level encoder, inside autocast and the graph
-            text = text_encoder(ids.to(device), text_mask.to(device))
-        out = transformer(
-            torch.cat([xt, condition], dim=1).to(device),
-            (t * TIMESTEP_SCALE).to(device),
-            text.to(device),
-            text_mask.to(device),
-            None if image_tokens is None else image_tokens.to(device),
-            route=route,
-            capture=[cfg.repa.block] if repa_on else (),
-        )
-        loss_flow = flow_loss(out.velocity, velocity_target(x0, noise).to(device))
-        loss = loss_flow
-        loss_repa = torch.zeros((), device=device)
-        if repa_on:
-            student = out.features[cfg.repa.block]  # [B, L or K, D]
-            pixels = batch["video"] if "video" in batch else state.data.pixels(x0)
-            teacher_tokens, grid = state.teacher(pixels.to(device))
-            target = resample_tokens(teacher_tokens, grid, (frames, height // 2, width // 2))
-            if route is not None and route.start <= cfg.repa.block < route.end:  # the end block scatters before capture
-                target = route.gather(target)
-            loss_repa = repa_loss(state.model.projector(student), target)
-            loss = loss + cfg.repa.weight * loss_repa
-
+    target_velocity = velocity_target(x0, noise)
     lr = cfg.optim.lr * lr_factor(step, cfg.optim, cfg.train.steps)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
     state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+
+    # Gradient accumulation: every random draw above was made per sample, so splitting the forward and
+    # backward into micro-batches changes no input; each micro-batch's mean loss is weighted by its share
+    # of the rank's batch, so the accumulated gradient is the full batch's.
+    loss_flow = torch.zeros((), device=device)
+    loss_repa = torch.zeros((), device=device)
+    if b % cfg.train.grad_accum:
+        raise ValueError(f"this rank's batch of {b} does not split into train.grad_accum={cfg.train.grad_accum} parts")
+    micro = b // cfg.train.grad_accum
+    for lo in range(0, b, micro):
+        rows = slice(lo, lo + micro)
+        share = micro / b
+        with autocast(cfg.train.precision, device):
+            if text_encoder is not None and ids is not None:  # the word-level encoder, inside autocast and the graph
+                text_part = text_encoder(ids[rows].to(device), text_mask[rows].to(device))
+            else:
+                text_part = text[rows].to(device)
+            part_route = None if route is None else Route(route.start, route.end, route.keep[rows])
+            out = transformer(
+                torch.cat([xt[rows], condition[rows]], dim=1).to(device),
+                (t[rows] * TIMESTEP_SCALE).to(device),
+                text_part,
+                text_mask[rows].to(device),
+                None if image_tokens is None else image_tokens[rows].to(device),
+                route=part_route,
+                capture=[cfg.repa.block] if repa_on else (),
+            )
+            part_flow = flow_loss(out.velocity, target_velocity[rows].to(device))
+            part_loss = part_flow
+            part_repa = torch.zeros((), device=device)
+            if repa_on:
+                student = out.features[cfg.repa.block]  # [B, L or K, D]
+                pixels = batch["video"][rows] if "video" in batch else state.data.pixels(x0[rows])
+                teacher_tokens, grid = state.teacher(pixels.to(device))
+                target = resample_tokens(teacher_tokens, grid, (frames, height // 2, width // 2))
+                if part_route is not None and part_route.start <= cfg.repa.block < part_route.end:
+                    target = part_route.gather(target)  # the end block scatters before capture
+                part_repa = repa_loss(state.model.projector(student), target)
+                part_loss = part_loss + cfg.repa.weight * part_repa
+        (part_loss * share).backward()
+        loss_flow = loss_flow + part_flow.detach() * share
+        loss_repa = loss_repa + part_repa.detach() * share
+    loss = loss_flow + cfg.repa.weight * loss_repa
+
     grad_norm = torch.nn.utils.clip_grad_norm_(
         [p for p in state.model.parameters() if p.requires_grad], cfg.optim.grad_clip
     )
