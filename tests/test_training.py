@@ -346,3 +346,10 @@ def test_gradient_accumulation_gives_the_same_update(tmp_path):
             torch.testing.assert_close(value, base_weights[name], rtol=1e-4, atol=1e-5, msg=name)
     with pytest.raises(ValueError, match="train.grad_accum must be >= 1 and divide data.batch_size 4, got 3"):
         tiny_config(tmp_path, "data.batch_size=4", "train.grad_accum=3")
+
+
+def test_metrics_log_the_data_wait_share(tmp_path):
+    history = train(tiny_config(tmp_path, "train.steps=2", "train.save_every=2"), progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [0, 1] and len(history) == 2
+    assert all(0 <= m["data_wait"] < 1 and m["tokens_per_s"] > 0 for m in lines)

@@ -276,7 +276,9 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
     cfg, world = state.cfg, state.world
     transformer = state.model.transformer
     model_cfg = transformer.cfg
+    fetch = time.perf_counter()
     batch = state.data.batch(step, cfg.data.batch_size, world.rank, world.size)
+    data_seconds = time.perf_counter() - fetch
     if step_kind(cfg, step) == "I" and batch["latents"].shape[2] > 1:
         batch = first_frames(batch)
     x0 = batch["latents"]
@@ -412,6 +414,7 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
         "lr": lr,
         "tokens": tokens * cfg.data.batch_size,
         "skipped": state.skipped,
+        "data_seconds": data_seconds,  # waiting for the batch (the loop turns it into a share of the step)
         # how many of this rank's samples got the long / short / truncated caption (data with three variants)
         **({"caption_variants": [pick.count(i) for i in range(3)]} if pick is not None else {}),
     }
@@ -460,16 +463,22 @@ def train(cfg: TrainConfig, progress: bool = True, command: str = "") -> list[di
     for step in bar:
         started = time.perf_counter()
         metrics = train_step(state, step)
-        metrics["tokens_per_s"] = metrics["tokens"] / (time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        metrics["tokens_per_s"] = metrics["tokens"] / elapsed
+        metrics["data_wait"] = metrics.pop("data_seconds") / elapsed  # share of the step spent waiting for data
         state.history.append(metrics)
         if state.teacher is not None and 0 < cfg.repa.until_step == step + 1:
             state.teacher = None  # early-phase REPA ends: free the teacher
         if world.is_main:
             with metrics_file.open("a") as f:
                 f.write(json.dumps(metrics) + "\n")
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
+            bar.set_postfix(
+                loss=f"{metrics['loss']:.4f}",
+                tok_s=f"{metrics['tokens_per_s']:.0f}",
+                data=f"{metrics['data_wait']:.0%}",
+            )
             if writer is not None and (step % cfg.train.log_every == 0 or step + 1 == cfg.train.steps):
-                for key in ("loss", "repa_loss", "grad_norm", "lr", "tokens_per_s", "skipped"):
+                for key in ("loss", "repa_loss", "grad_norm", "lr", "tokens_per_s", "data_wait", "skipped"):
                     writer.add_scalar(f"train/{key}", metrics[key], step)
         if cfg.train.sample_every > 0 and (step + 1) % cfg.train.sample_every == 0:
             write_samples(state, step + 1, run_dir)
