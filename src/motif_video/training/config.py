@@ -171,6 +171,7 @@ class TrainSection:
     out_dir: str = "runs/debug"
     precision: str = "fp32"  # or "bf16" (autocast)
     grad_accum: int = 1  # micro-batches per step: the same update in less activation memory
+    hsdp_replicas: int = 0  # FSDP2 replica groups (HSDP: replicate x shard); 0 = one per node
     activation_checkpointing: bool = False
     compile: bool = False
     ema_decay: float = 0.999
@@ -239,6 +240,8 @@ class TrainConfig:
             )
         if self.optim.schedule not in ("constant", "cosine"):
             raise ValueError(f"optim.schedule must be 'constant' or 'cosine', got {self.optim.schedule!r}")
+        if self.train.hsdp_replicas < 0:
+            raise ValueError(f"train.hsdp_replicas must be >= 0, got {self.train.hsdp_replicas}")
         if self.train.grad_accum < 1 or self.data.batch_size % self.train.grad_accum:
             raise ValueError(
                 f"train.grad_accum must be >= 1 and divide data.batch_size {self.data.batch_size}, "

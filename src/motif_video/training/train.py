@@ -161,6 +161,8 @@ def build(cfg: TrainConfig, world: distributed.World | None = None, progress: bo
         world,
         cfg.train.activation_checkpointing,
         cfg.train.compile,
+        cfg.train.precision,
+        cfg.train.hsdp_replicas,
     )
     model.train()
     ema = EMA(model, cfg.train.ema_decay, skip=("projector.",))
