@@ -1,7 +1,8 @@
 """One training step under different switches, measured side by side in one run.
 
 Pairs: TREAD (keep 50% of the video tokens over the middle encoder blocks) vs none; activation
-checkpointing vs none; REPA (tiny V-JEPA 2 teacher, online) vs none. Prints the median step time
+checkpointing vs none; REPA (tiny V-JEPA 2 teacher, online) vs none; gradient accumulation (the
+batch in 2 micro-batches: the same update) vs none. Prints the median step time
 and the peak memory of a step (CPU: profiler allocation events; CUDA: the allocator's peak), and
 the ratio of each pair. For the plain step (no switch) it also prints video tokens per second and,
 on a GPU that training/compute.py knows, the model FLOPs utilisation (MFU): the step's matrix
@@ -123,6 +124,7 @@ def main() -> None:
                 [],
             ),
             "activation checkpointing vs none": (["train.activation_checkpointing=true"], []),
+            "gradient accumulation 2 vs none": (["train.grad_accum=2"], []),
             "REPA (V-JEPA 2 teacher) vs none": (
                 ["repa.enabled=true", f"repa.teacher_path='{teacher}'", "repa.block=2", "repa.projector_dim=256"],
                 [],
