@@ -129,6 +129,42 @@ def test_prepare_precompute_lora_export_generate(tmp_path):
     missing = cli("generate", *common, "--weights", str(base), "--lora", str(tmp_path / "none.safetensors"))
     assert missing.returncode == 2 and "--lora file" in missing.stderr
 
+    # what a user gets wrong, refused in one line before anything changes
+    def refused(*args: str) -> str:
+        result = cli(*args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        return result.stderr
+
+    assert f"use --weights {run2 / 'pipeline'}" in refused("generate", *common, "--weights", str(run2))
+    assert "already has lora.safetensors merged in" in refused(
+        "generate", *common, "--weights", str(exported), "--lora", str(adapter)
+    )
+    assert "is a folder" in refused("generate", *common, "--weights", str(base), "--lora", str(exported))
+    for target, message in ((base, "is the base pipeline"), (run2, "is the run folder"), (clips, "is not an earlier")):
+        before = sorted(p.name for p in target.iterdir())
+        assert message in refused("export", str(run2), "--out", str(target))
+        assert sorted(p.name for p in target.iterdir()) == before  # nothing was deleted
+    assert cli("export", str(run2), "--out", str(exported)).returncode == 0  # an earlier export is replaced
+    config_before = (run2 / "config.json").read_text()
+    changed = lora_run(run2, "train.ema_decay=0.0", "model.lora_rank=8")
+    assert changed.returncode == 2 and "model.lora_rank 4 -> 8" in changed.stderr
+    assert (run2 / "config.json").read_text() == config_before
+    latents_typo = lora_run(tmp_path / "runs/typo", "model.overrides.in_chanels=9")
+    assert latents_typo.returncode == 2 and "unknown model.overrides keys ['in_chanels']" in latents_typo.stderr
+    assert not (tmp_path / "runs/typo").exists()  # a refused config leaves no run folder
+    clips_as_latents = cli(
+        "train",
+        str(CONFIG),
+        "data.source='shards'",
+        f"data.path={json.dumps(str(tmp_path / 'data/clips'))}",
+        f"train.out_dir={json.dumps(str(tmp_path / 'runs/x'))}",
+    )
+    assert clips_as_latents.returncode == 2 and "holds clips (from `motif-video prepare`), not latents" in (
+        clips_as_latents.stderr
+    )
+    manifest = json.loads((exported / "manifest.json").read_text())
+    assert manifest["defaults"] == {"height": 32, "width": 32, "frames": 17, "fps": 8}  # the trained size
+
 
 def test_adapter_names_follow_the_official_layout_and_round_trip(tmp_path):
     from helpers import make_inputs, perturb_

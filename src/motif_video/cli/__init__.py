@@ -57,7 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             quiet_libraries()
         return args.run(args)
     except KeyboardInterrupt:
-        print(f"motif-video {args.command}: interrupted; no partial output was kept", file=sys.stderr)
+        if args.command in ("train", "curriculum", "curate", "caption", "prepare", "precompute"):
+            kept = "finished work (checkpoints, parts, shards) is kept: run the same command again to resume"
+        else:
+            kept = "no partial output was kept"
+        print(f"motif-video {args.command}: interrupted; {kept}", file=sys.stderr)
         return 130
     except (UsageError, ValueError, OSError, FloatingPointError) as e:
         print(f"motif-video {args.command}: error: {e}", file=sys.stderr)

@@ -125,6 +125,8 @@ def add_lora_options(parser: argparse.ArgumentParser) -> None:
 
 
 def check_lora(args: argparse.Namespace) -> None:
+    if args.lora is not None and Path(args.lora).is_dir():
+        raise UsageError(f"--lora {args.lora} is a folder; give the adapter file (lora.safetensors) in it")
     if args.lora is not None and not Path(args.lora).is_file():
         raise UsageError(f"--lora file {args.lora} does not exist")
 

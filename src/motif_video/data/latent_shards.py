@@ -31,6 +31,11 @@ class LatentShards:
             raise FileNotFoundError(f"{path} has no precomputed shards (run `motif-video precompute` first)")
         self.seed, self.with_video = seed, with_video
         self.samples = [s for shard in shards for s in _read(shard)]
+        if self.samples and "latents" not in self.samples[0]:
+            raise ValueError(
+                f"{path} holds clips (from `motif-video prepare`), not latents: run `motif-video precompute {path} "
+                "WEIGHTS OUT` and train on OUT"
+            )
         self.has_text = all("text" in s for s in self.samples)
         if self.has_text:
             null = np.load(path / "null_text.npy")

@@ -105,6 +105,14 @@ class MotifVideoPipeline:
         check_weights_dir(root)
         if lora is not None and gguf is not None:
             raise ValueError("a LoRA adapter merges into full weights: use --lora without --gguf")
+        own = (
+            json.loads((root / "manifest.json").read_text()).get("lora") if (root / "manifest.json").is_file() else None
+        )
+        if lora is not None and own and own.get("merged") and Path(lora).resolve() == (root / own["file"]).resolve():
+            raise ValueError(
+                f"{root} already has {own['file']} merged in; give --lora with the base pipeline ({own.get('file')} "
+                "applies to the base, not to this export)"
+            )
         home = "cpu" if offload else device
         if gguf is not None:
             from motif_video.model.checkpoint_io import read_config
@@ -347,7 +355,13 @@ def check_weights_dir(root: Path) -> None:
         missing.append("vae/*.safetensors")
     if missing:
         hint = ""
-        if (root / "config.json").is_file() and any(root.glob("*.safetensors")):
+        if (root / "metrics.jsonl").is_file() or (root / "ema-transformer").is_dir():
+            hint = (
+                f" (this is a training run: use --weights {root / 'pipeline'}"
+                if (root / "pipeline").is_dir()
+                else " (this is a training run: `motif-video export RUN_DIR --out DIR` makes a pipeline of it"
+            ) + ")"
+        elif (root / "config.json").is_file() and any(root.glob("*.safetensors")):
             hint = (
                 " (this is a transformer folder, not a pipeline: `motif-video export RUN_DIR --out DIR` makes a "
                 "complete pipeline from a training run)"

@@ -27,6 +27,10 @@ class ModelSection:
     lora_rank: int = 0  # > 0: train LoRA adapters (peft) on every projection instead of all weights
 
     def transformer(self) -> TransformerConfig:
+        known = {f.name for f in dataclasses.fields(TransformerConfig)}
+        unknown = sorted(set(self.overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown model.overrides keys {unknown}; known: {sorted(known)}")
         return get_preset(self.preset).replace(**self.overrides) if self.overrides else get_preset(self.preset)
 
 

@@ -20,15 +20,17 @@ from motif_video.sampling.pipeline import check_weights_dir, weights_fingerprint
 LORA_FILE = "lora.safetensors"
 
 
-def base_pipeline(config: dict) -> Path | None:
-    """The pipeline directory a run's config builds on, if it names one."""
+def base_pipeline(config: dict, cwd: str | Path | None = None) -> Path | None:
+    """The pipeline directory a run's config builds on, if it names one (relative paths are taken from `cwd`,
+    the folder the run was started in)."""
+    root = Path(cwd) if cwd else Path.cwd()
     init = config.get("model", {}).get("init_from")
     candidates = []
     if init:
-        init = Path(init)
+        init = root / Path(init).expanduser()
         candidates += [init, init.parent]  # a pipeline, or its transformer/ folder
     if config.get("train", {}).get("sample_weights"):
-        candidates.append(Path(config["train"]["sample_weights"]))
+        candidates.append(root / Path(config["train"]["sample_weights"]).expanduser())
     for c in candidates:
         if (c / "transformer" / "config.json").is_file() and (c / "vae" / "config.json").is_file():
             return c
@@ -47,22 +49,29 @@ def export(run_dir: str | Path, out: str | Path, base: str | Path | None = None)
         raise ValueError(f"{config_file} is not valid JSON ({e.msg}, line {e.lineno})") from None
     if (run / "pipeline" / "manifest.json").is_file() and base is None and config["data"]["source"] == "shapes":
         source = run / "pipeline"  # a shapes-world run exports its own complete pipeline
+        check_target(out, run, source)
         _copy_tree(source, out, lambda partial: None)
         return out
     transformer = run / "ema-transformer"
     if not (transformer / "config.json").is_file():
-        raise FileNotFoundError(f"the run in {run} has not finished: it has no ema-transformer/ yet")
-    base = Path(base) if base is not None else base_pipeline(config)
+        raise FileNotFoundError(
+            f"the run in {run} has not finished: it has no ema-transformer/ yet (run the same train command "
+            "again to resume it; it exports at the end)"
+        )
+    started_in = json.loads((run / "run.json").read_text()).get("cwd") if (run / "run.json").is_file() else None
+    base = Path(base) if base is not None else base_pipeline(config, started_in)
     if base is None:
         raise ValueError(
             f"the run in {run} names no base pipeline (model.init_from or train.sample_weights): give --base DIR, "
             "a pipeline directory whose vae/ and text encoder the run's transformer works with"
         )
     check_weights_dir(base)
+    check_target(out, run, base)
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()[-1:] if line.strip()]
     steps = metrics[-1]["step"] + 1 if metrics else None
     base_manifest = base / "manifest.json"
     defaults = json.loads(base_manifest.read_text()).get("defaults", {}) if base_manifest.is_file() else {}
+    defaults = {**defaults, **trained_size(config, started_in)}  # generate's defaults: the size the run trained at
     lora = run / LORA_FILE
 
     def fill(partial: Path) -> None:
@@ -86,6 +95,38 @@ def export(run_dir: str | Path, out: str | Path, base: str | Path | None = None)
 
     _copy_tree(base, out, fill)
     return out
+
+
+def check_target(out: Path, run: Path, base: Path) -> None:
+    """Refuse an output folder whose contents an export would destroy: the run, its base, a folder inside
+    them other than the run's own pipeline/, or any non-empty folder that is not an earlier export."""
+    target = out.resolve()
+    for name, folder in (("the run folder", run.resolve()), ("the base pipeline", base.resolve())):
+        inside = target == folder or folder in target.parents
+        if inside and target != run.resolve() / "pipeline":
+            raise ValueError(f"--out {out} is {name} or inside it; export to a folder of its own")
+        if target in folder.parents:
+            raise ValueError(f"--out {out} holds {name}; export to a folder of its own")
+    manifest = out / "manifest.json"
+    earlier = manifest.is_file() and "run" in json.loads(manifest.read_text())
+    if out.exists() and any(out.iterdir()) and not earlier and target != run.resolve() / "pipeline":
+        raise ValueError(f"--out {out} exists and is not an earlier export: choose a new folder (nothing was written)")
+
+
+def trained_size(config: dict, cwd: str | None = None) -> dict:
+    """height / width / frames / fps of the clips the run trained on, from its shards' metadata."""
+    path = config.get("data", {}).get("path")
+    if config.get("data", {}).get("source") != "shards" or not path:
+        return {}
+    from motif_video.data.shards import iterate_shard
+
+    for shard in sorted((Path(cwd) if cwd else Path.cwd()).joinpath(path).glob("shard-*.tar"))[:1]:
+        for meta, _ in iterate_shard(shard):
+            size = {k: meta[k] for k in ("height", "width", "frames", "fps") if k in meta}
+            if float(size.get("fps", 0)).is_integer():  # the CLI's --fps is a whole number
+                size["fps"] = int(size["fps"])
+            return size
+    return {}
 
 
 def _copy_tree(source: Path, out: Path, fill) -> None:

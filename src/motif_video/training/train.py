@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import time
@@ -434,11 +435,14 @@ def train(cfg: TrainConfig, progress: bool = True, command: str = "") -> list[di
     `command` (the command line that started it) is recorded in an exported pipeline's manifest."""
     world = distributed.init()
     run_dir = Path(cfg.train.out_dir)
-    if world.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    check_resume(run_dir, cfg)  # before anything is written: a refused resume changes nothing
     state = build(cfg, world, progress)
     state.command = command
+    if world.is_main:  # written once the run could be built: a refused or broken config leaves no run folder
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        record = {"cwd": os.getcwd(), "command": command}  # relative paths in the config are relative to cwd
+        (run_dir / "run.json").write_text(json.dumps(record, indent=2) + "\n")
 
     start = 0
     saved = checkpoint.checkpoints(run_dir)
@@ -516,6 +520,53 @@ def train(cfg: TrainConfig, progress: bool = True, command: str = "") -> list[di
     return state.history
 
 
+# Settings a resumed run may change: when and what it logs, saves and samples, how it is laid out over
+# devices, and how long it runs. Anything else would make the resumed run a different run.
+RESUMABLE_CHANGES = {
+    "train.steps",
+    "train.log_every",
+    "train.save_every",
+    "train.keep_last",
+    "train.sample_every",
+    "train.sample_weights",
+    "train.sample_prompts",
+    "train.sample_steps",
+    "train.guidance_scale",
+    "train.max_skipped_steps",
+    "train.activation_checkpointing",
+    "train.compile",
+    "train.grad_accum",
+    "train.hsdp_replicas",
+}
+
+
+def check_resume(run_dir: Path, cfg: TrainConfig) -> None:
+    """A run folder with checkpoints resumes only with the settings it was started with (see
+    RESUMABLE_CHANGES); a change is refused, naming the keys, before anything is written."""
+    saved = run_dir / "config.json"
+    if not checkpoint.checkpoints(run_dir) or not saved.is_file():
+        return
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict) and k != "overrides":
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    before = flat(json.loads(saved.read_text()))
+    now = flat(json.loads(json.dumps(cfg.to_dict())))  # tuples as lists, as the file has them
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        listed = ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise ValueError(
+            f"{run_dir} holds checkpoints of a run with other settings ({listed}); resume with the same settings "
+            "or start a new train.out_dir"
+        )
+
+
 def ema_warning(cfg: TrainConfig, start: int) -> str | None:
     """A note when the EMA export cannot have moved far from the starting weights (decay vs steps)."""
     left = cfg.train.steps - start
@@ -525,7 +576,11 @@ def ema_warning(cfg: TrainConfig, start: int) -> str | None:
     return (
         f"train.ema_decay {cfg.train.ema_decay} over {cfg.train.steps} steps: the exported EMA weights keep "
         f"{kept:.0%} of the starting weights, so they will differ little from them; for a short run set "
-        f"train.ema_decay to about {max(0.0, 1 - 5 / max(cfg.train.steps, 1)):.3f} (or 0 for the last weights)"
+        + (
+            f"train.ema_decay to about {1 - 5 / cfg.train.steps:.3f} (or 0 for the last weights)"
+            if cfg.train.steps > 5
+            else "train.ema_decay = 0 (the last weights)"
+        )
     )
 
 

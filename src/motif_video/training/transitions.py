@@ -50,10 +50,11 @@ def check_changes(old: TransformerConfig, new: TransformerConfig) -> None:
     }
     fixed = {k: v for k, v in changed.items() if k not in CHANGEABLE}
     if fixed:
-        listed = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in fixed.items())
+        listed = ", ".join(f"{k} {a} (checkpoint) vs {b} (config)" for k, (a, b) in fixed.items())
+        fix = " ".join(f"model.overrides.{k}={_toml(a)}" for k, (a, _) in fixed.items())
         raise ValueError(
-            f"the checkpoint's architecture differs from this stage's beyond what a stage may change "
-            f"({', '.join(CHANGEABLE)}): {listed}; set model.preset / model.overrides to match the checkpoint"
+            f"the checkpoint's architecture differs from the run's model config beyond what a run may change "
+            f"({', '.join(CHANGEABLE)}): {listed}; match it with model.preset or: {fix}"
         )
     for flag in ("cross_attention_dual", "cross_attention_single"):
         if getattr(old, flag) and not getattr(new, flag):
@@ -93,3 +94,14 @@ def start_from(
     new.to_empty(device=device)
     new.init_weights(generator)
     return new, carry_over(old, new)
+
+
+def _toml(value) -> str:
+    """A value as a dotted override writes it."""
+    if isinstance(value, str):
+        return f"'{value}'"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple | list):
+        return "[" + ",".join(_toml(v) for v in value) + "]"
+    return str(value)
