@@ -81,9 +81,12 @@ def test_shapes_data_is_reused_and_guarded(tmp_path, monkeypatch):
     # an ablation on the same data: the three stages are skipped, nothing is rewritten
     train(tiny_shapes_config(tmp_path, "train.out_dir=" + json.dumps(str(tmp_path / "ablation"))), progress=False)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
-    # other world settings on the same folder: refused, naming the folder
-    with pytest.raises(ValueError, match="other \\[world\\]"):
+    # other world settings: the run folder with checkpoints refuses them; a new run on the same data folder too
+    with pytest.raises(ValueError, match=r"holds checkpoints of a run with other settings \(world.clips 12 -> 13\)"):
         train(tiny_shapes_config(tmp_path, "world.clips=13"), progress=False)
+    with pytest.raises(ValueError, match="other \\[world\\]"):
+        other = "train.out_dir=" + json.dumps(str(tmp_path / "other"))
+        train(tiny_shapes_config(tmp_path, "world.clips=13", other), progress=False)
     with monkeypatch.context() as m:  # clips of another version of the world (larger objects)
         m.setattr(world, "OBJECT_SIZE", world.OBJECT_SIZE + 0.1)
         with pytest.raises(ValueError, match="another version of the world"):

@@ -58,7 +58,7 @@ def test_text_encoder_switch_rebuilds_only_the_text_projection(previous):
 
 def test_other_architecture_changes_and_removals_are_refused(previous):
     old, path = previous
-    with pytest.raises(ValueError, match=r"num_heads 2 -> 4"):
+    with pytest.raises(ValueError, match=r"num_heads 2 \(checkpoint\) vs 4 \(config\).*model.overrides.num_heads=2"):
         start_from(path, old.cfg.replace(num_heads=4), torch.Generator())
     inserted, _ = start_from(path, old.cfg.replace(cross_attention_single=True), torch.Generator())
     save_transformer(inserted, path.parent / "with-sca")
