@@ -177,7 +177,7 @@ def test_adapter_names_follow_the_official_layout_and_round_trip(tmp_path):
     d = model.cfg.hidden_size
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(2, d, generator=g) * 0.1, torch.randn(3 * d, 2, generator=g) * 0.1
-    tensors = adapter_to_official(model, {"dual_blocks.0.video_attn.qkv": (a, b)})
+    tensors = adapter_to_official(model.cfg, {"dual_blocks.0.video_attn.qkv": (a, b)})
     assert sorted(tensors) == sorted(
         f"transformer.transformer_blocks.0.attn.to_{p}.lora_{x}.weight" for p in "qkv" for x in "AB"
     )

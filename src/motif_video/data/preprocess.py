@@ -85,14 +85,14 @@ def list_sources(source: str, stage: str | None = None) -> tuple[list[tuple[str,
             rows = [r for r in rows if r[column]]
         pairs, rejected = [], []
         for r in rows:
-            clip = str((path / r["path"]).resolve())
-            if caption_of(r) is None:
+            clip, caption = str((path / r["path"]).resolve()), caption_of(r)
+            if caption is None:
                 reason = (
                     f"no caption: run `motif-video caption {path}` (or put a .txt beside {r['source']}, then curate)"
                 )
                 rejected.append({"path": clip, "reason": reason})
             else:
-                pairs.append((clip, caption_of(r)))
+                pairs.append((clip, caption))
         return pairs, rejected
     pairs, rejected = [], []
     for file in sorted(p for p in path.rglob("*") if p.is_file()):

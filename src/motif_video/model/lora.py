@@ -17,15 +17,16 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
+from motif_video.config import TransformerConfig
 from motif_video.model.checkpoint_io import key_table
 from motif_video.model.transformer import MotifVideoTransformer
 
 PREFIX = "transformer."
 
 
-def to_official(model: MotifVideoTransformer, adapters: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+def to_official(cfg: TransformerConfig, adapters: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
     """{our weight name (without .weight): (A [r, in], B [out, r])} -> official adapter tensors."""
-    table = key_table(model.cfg)
+    table = key_table(cfg)
     out = {}
     for ours, (a, b) in adapters.items():
         parts = table[f"{ours}.weight"]

@@ -507,7 +507,7 @@ def train(cfg: TrainConfig, progress: bool = True, command: str = "") -> list[di
         if world.is_main:
             save_adapter(
                 run_dir / LORA_FILE,
-                lora_to_official(ema_transformer_shape(state), adapters),
+                lora_to_official(state.model.transformer.cfg, adapters),
                 cfg.model.lora_rank,
                 cfg.model.lora_rank,
                 base=str(cfg.model.init_from or ""),
@@ -597,11 +597,6 @@ def lora_adapters(state: TrainState) -> dict[str, tuple[Tensor, Tensor]]:
             module = name.split(".lora_A.")[0]
             pairs[module] = (a, ema[name.replace(".lora_A.", ".lora_B.")])
     return pairs
-
-
-def ema_transformer_shape(state: TrainState) -> MotifVideoTransformer:
-    with torch.device("meta"):
-        return MotifVideoTransformer(state.model.transformer.cfg)
 
 
 def ema_weights(state: TrainState, module: str = "transformer") -> dict[str, Tensor]:

@@ -33,19 +33,13 @@ def sample_frames(path: str | Path, count: int, max_side: int = 640) -> list[np.
             img = img.convert("RGB")
             img.thumbnail((max_side, max_side))
             return [np.asarray(img)]
-    with av.open(str(path)) as container:
+    with av.open(str(path)) as container:  # one pass; only the picked frames are converted when the count is known
         stream = container.streams.video[0]
         total = stream.frames or 0
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)] if not total else []
-    if not frames:  # the frame count is in the header: decode again, keeping only the picks
-        picks = set(np.linspace(0, total - 1, count).round().astype(int).tolist())
-        with av.open(str(path)) as container:
-            frames = [
-                f.to_ndarray(format="rgb24")
-                for i, f in enumerate(container.decode(container.streams.video[0]))
-                if i in picks
-            ]
-    else:
+        picks = set(np.linspace(0, total - 1, count).round().astype(int).tolist()) if total else None
+        decoded = container.decode(stream)
+        frames = [f.to_ndarray(format="rgb24") for i, f in enumerate(decoded) if picks is None or i in picks]
+    if picks is None and frames:  # no count in the header: pick among everything decoded
         frames = [frames[i] for i in np.linspace(0, len(frames) - 1, count).round().astype(int)]
     out = []
     for frame in frames:
