@@ -7,6 +7,9 @@ the peak memory of the whole call (CPU: profiler allocation events; CUDA: the al
 
     python benchmarks/sampling.py                                  # CPU, mid-size transformer
     python benchmarks/sampling.py --size 2b --device cuda --dtype bfloat16 --height 480 --width 832 --frames 49
+    ... --compile              # both transformers compiled per block (ours: --compile; diffusers:
+                               # compile_repeated_blocks); the first step, which compiles, is not timed
+    ... --guidance-passes split  # ours: the two guidance passes as two unpadded calls (auto: split on a GPU)
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ def run_ours(pipe: MotifVideoPipeline, args) -> list[float]:
         seed=0,
         progress=False,
         on_step=on_step,
+        guidance_passes=args.guidance_passes,
     )
     return stamps
 
@@ -93,6 +97,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of both pipelines")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both transformers block by block")
+    parser.add_argument("--guidance-passes", choices=["auto", "batched", "split"], default="auto")
     args = parser.parse_args()
     diffusers_logging.set_verbosity_error()
     transformers_logging.set_verbosity_error()
@@ -102,8 +108,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as root:
         build_random_pipeline(root, SIZES[args.size])
-        ours = MotifVideoPipeline.from_pretrained(root, dtype=dtype, device=args.device)
+        ours = MotifVideoPipeline.from_pretrained(root, dtype=dtype, device=args.device, compile=args.compile)
         theirs = DiffusersPipeline.from_pretrained(root, torch_dtype=dtype).to(args.device)
+        if args.compile:
+            theirs.transformer.compile_repeated_blocks()
         theirs.set_progress_bar_config(disable=True)
         per_step: dict[str, list[float]] = {"ours": [], "diffusers": []}
         total: dict[str, list[float]] = {"ours": [], "diffusers": []}
@@ -125,7 +133,8 @@ def main() -> None:
     print(f"device: {device_name(args.device)}; torch {torch.__version__}; dtype {args.dtype}")
     print(
         f"transformer: {args.size} ({params / 1e6:.1f} M params); {args.width}x{args.height}, {args.frames} frames, "
-        f"{args.steps} steps, APG (two transformer passes per step)"
+        f"{args.steps} steps, APG (two transformer passes per step: ours {ours.last_passes})"
+        + (", compiled per block" if args.compile else "")
     )
     print(
         f"time per step  ours {step['ours'] * 1e3:9.1f} ms  diffusers {step['diffusers'] * 1e3:9.1f} ms  "

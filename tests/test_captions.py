@@ -187,10 +187,10 @@ def test_caption_select_prepare_and_train_on_three_variants(curated, tmp_path):
     assert bad.returncode == 2 and "missing.toml does not exist" in bad.stderr
 
     # prepare -> precompute -> training draws all three variants
-    from motif_video.data.latent_shards import LatentShards
     from motif_video.data.precompute import precompute
     from motif_video.data.preprocess import PrepareConfig, prepare
     from motif_video.data.shards import read_metadata
+    from motif_video.data.stream import StreamedShards
     from motif_video.random_weights import build_random_pipeline
     from motif_video.training.config import TrainConfig
     from motif_video.training.train import train
@@ -202,7 +202,9 @@ def test_caption_select_prepare_and_train_on_three_variants(curated, tmp_path):
     assert len(meta) == 2 and all(len(m["captions"]) == 3 for m in meta)
     build_random_pipeline(tmp_path / "weights")
     precompute(tmp_path / "clips", tmp_path / "weights", tmp_path / "latents", progress=False)
-    batch = LatentShards(tmp_path / "latents").batch(0, 2)
+    data = StreamedShards(tmp_path / "latents", workers=0)
+    data.plan(tmp_path / "plan", 1, 0, 1, 2)
+    batch = data.batch(0)
     assert batch["text_variants"].shape[:2] == (3, 2) and batch["caption_variants"][0] is not None
     cfg = TrainConfig.load(
         None,

@@ -96,7 +96,7 @@ def test_micro_curriculum_runs_every_transition_resumes_and_generates(tmp_path, 
 
 
 def test_interleave_pattern_makes_image_steps_from_video_batches():
-    from motif_video.training.train import first_frames, step_kind
+    from motif_video.training.objective import first_frames, step_kind
 
     cfg = curriculum.load(CONFIGS / "micro-curriculum")[2].cfg  # 03: pattern IVV on 9-frame clips
     assert [step_kind(cfg, s) for s in range(6)] == ["I", "V", "V", "I", "V", "V"]

@@ -138,8 +138,8 @@ def test_balanced_plan_gives_every_rank_the_same_buckets():
 def test_precompute_then_train_on_shards(tmp_path):
     import torch
 
-    from motif_video.data.latent_shards import LatentShards
     from motif_video.data.precompute import precompute
+    from motif_video.data.stream import StreamedShards
     from motif_video.random_weights import build_random_pipeline
     from motif_video.training.config import TrainConfig
     from motif_video.training.train import train
@@ -151,12 +151,19 @@ def test_precompute_then_train_on_shards(tmp_path):
         len(first) == 4
         and precompute(tmp_path / "clips", tmp_path / "weights", tmp_path / "latents", progress=False) == []
     )  # resumed: nothing left to do
-    data = LatentShards(tmp_path / "latents")
-    batch = data.batch(0, 4)
+    assert len(list((tmp_path / "latents").glob("shard-*.jsonl"))) == 4  # each shard's index, beside it
+
+    def stream():
+        data = StreamedShards(tmp_path / "latents", workers=0)
+        data.plan(tmp_path / "plan", 6, 0, 1, 4)
+        return data
+
+    data = stream()
+    batch = data.batch(0)
     assert batch["latents"].shape == (4, 4, 5, 4, 4)  # 17 frames -> 5 latent frames, 32x32 -> 4x4
     assert batch["text"].shape[2] == 32 and batch["text_mask"].any(dim=1).all()
     assert batch["image_tokens"].shape[0] == 4
-    assert torch.equal(data.batch(5, 4)["latents"], LatentShards(tmp_path / "latents").batch(5, 4)["latents"])
+    assert torch.equal(data.batch(5)["latents"], stream().batch(5)["latents"])
 
     cfg = TrainConfig.load(
         None,

@@ -84,6 +84,29 @@ def test_videos_do_not_depend_on_batch_or_offload(apg_dir):
     assert not torch.allclose(batch.latents[0], batch.latents[1])
 
 
+@pytest.mark.parametrize("task", ["t2v", "i2v"])
+def test_split_guidance_passes_give_the_batched_latents(apg_dir, task):
+    """Two unpadded calls (the accelerator path) and one padded, masked batch (the CPU path) agree;
+    the prompt and the negative prompt have different lengths, so the batched form pads one."""
+    pipe = MotifVideoPipeline.from_pretrained(apg_dir)
+    image = None
+    if task == "i2v":
+        image = torch.rand(3, SIZE["height"], SIZE["width"], generator=torch.Generator().manual_seed(1)) * 2 - 1
+    kwargs = dict(negative_prompt="gray", image=image, steps=3, seed=4, progress=False, **SIZE)
+    batched = pipe(["a blue square moves up", PROMPT], guidance_passes="batched", **kwargs)
+    assert pipe.last_passes == "batched"
+    split = pipe(["a blue square moves up", PROMPT], guidance_passes="split", **kwargs)
+    assert pipe.last_passes == "split"
+    torch.testing.assert_close(split.latents, batched.latents, rtol=1e-5, atol=1e-5)
+    pipe(PROMPT, guidance_passes="auto", **kwargs)
+    assert pipe.last_passes == "batched"  # auto on a CPU
+    from motif_video.sampling.sampler import resolve_passes
+
+    assert resolve_passes("auto", "cuda:0") == "split"
+    with pytest.raises(ValueError, match="unknown guidance passes 'both'"):
+        resolve_passes("both", "cpu")
+
+
 def test_guidance_math():
     from motif_video.sampling.guidance import Guidance
 

@@ -59,7 +59,7 @@ def test_time_sampling_and_shift():
 
 
 def test_a_phase_trains_at_pure_noise_only(tmp_path, monkeypatch):
-    from motif_video.training import train as train_module
+    from motif_video.training import objective
 
     cfg = tiny_config(tmp_path, "train.steps=7", "flow.noise_fraction=0.2", "flow.noise_phase=[0.4, 0.7]")
     state = build(cfg)
@@ -71,13 +71,13 @@ def test_a_phase_trains_at_pure_noise_only(tmp_path, monkeypatch):
         drawn.setdefault(step_now, []).extend(t.tolist())
         return t
 
-    monkeypatch.setattr(train_module, "sample_times", recording)
+    monkeypatch.setattr(objective, "sample_times", recording)
     for step_now in range(7):
         train_step(state, step_now)
     assert all(t == 1.0 for step in (3, 4) for t in drawn[step])  # inside the phase: pure noise only
     assert any(t < 1.0 for step in range(3) for t in drawn[step])  # before it the drawn times ...
     assert any(t < 1.0 for step in (5, 6) for t in drawn[step])  # ... and after it again
-    assert [train_module.pure_noise_share(cfg, s) for s in range(7)] == [0.2] * 3 + [1.0] * 2 + [0.2] * 2
+    assert [objective.pure_noise_share(cfg, s) for s in range(7)] == [0.2] * 3 + [1.0] * 2 + [0.2] * 2
 
 
 # -- REPA ----------------------------------------------------------------------------------------

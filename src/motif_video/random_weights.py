@@ -246,6 +246,56 @@ def build_curriculum_parts(root: str | Path, progress: bool = False) -> Path:
     return root
 
 
+def write_random_latent_shards(
+    root: str | Path,
+    shards: int,
+    per_shard: int,
+    buckets: dict[str, tuple[int, ...]],
+    text_dim: int = 32,
+    seed: int = 0,
+) -> Path:
+    """Random latent shards in precompute's layout (data/precompute.py) without a VAE or text encoder:
+    per sample its latents, text states and json, per shard its `NAME.jsonl` index, and the empty
+    prompt's `null_text.npy`. `buckets` maps a bucket name ("FxHxW") to its latent shape, dealt
+    round-robin over the samples. For tests and benchmarks of the training data path."""
+    import io
+    import json
+    import tarfile
+
+    import numpy as np
+
+    from motif_video.data.shards import _add_bytes
+    from motif_video.data.stream import index_row
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    names = list(buckets)
+    words = ["a", "red", "circle", "moves", "up", "fast"]
+    n = 0
+    for s in range(shards):
+        rows = []
+        with tarfile.open(root / f"shard-{s:06d}.tar", "w") as tar:
+            for _ in range(per_shard):
+                key, bucket = f"clip{n:06d}", names[n % len(names)]
+                length = int(rng.integers(2, len(words) + 1))
+                members = {
+                    "latents.npy": rng.standard_normal(buckets[bucket]).astype(np.float32),
+                    "text.npy": rng.standard_normal((length, text_dim)).astype(np.float32),
+                }
+                for kind, array in members.items():
+                    buffer = io.BytesIO()
+                    np.save(buffer, array)
+                    _add_bytes(tar, f"{key}.{kind}", buffer.getvalue())
+                meta = {"key": key, "bucket": bucket, "caption": " ".join(words[:length])}
+                _add_bytes(tar, f"{key}.json", json.dumps(meta).encode())
+                rows.append(index_row(key, meta, length))
+                n += 1
+        (root / f"shard-{s:06d}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    np.save(root / "null_text.npy", np.zeros((1, text_dim), np.float32))
+    return root
+
+
 if __name__ == "__main__":
     import sys
 

@@ -50,6 +50,13 @@ def register(sub) -> None:
     )
     p.add_argument("--guidance-scale", type=float, default=None, help="guidance scale (default: from the guider)")
     p.add_argument(
+        "--guidance-passes",
+        choices=["auto", "batched", "split"],
+        default="auto",
+        help="run the conditional and unconditional passes as one padded, masked batch or as two calls, each "
+        "prompt at its own length (fused attention kernels on a GPU); auto: batched on a CPU, split elsewhere",
+    )
+    p.add_argument(
         "--scheduler", choices=list(SCHEDULERS), default=None, help="sampler (default: the weights' scheduler/ config)"
     )
     p.add_argument("--shift", type=float, default=None, help="flow time shift (default: the scheduler config's)")
@@ -72,7 +79,19 @@ def register(sub) -> None:
         help="keep models in CPU memory and move each to the device only while it runs",
     )
     p.add_argument("--vae-tiling", action="store_true", help="decode in tiles (less memory for large videos)")
-    p.add_argument("--quantize", choices=["int8"], default=None, help="weight-only int8 block projections (torchao)")
+    p.add_argument(
+        "--quantize",
+        choices=["int8", "fp8"],
+        default=None,
+        help="block projections in weight-only int8, or float8 activations and weights (fp8: GPUs of compute "
+        "capability 8.9+, Ada / Hopper) (torchao)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile each transformer block (one compile per kind of block, reused by all of them); the "
+        "first step pays the compile time, which is reported",
+    )
     add_lora_options(p)
     p.add_argument(
         "--gguf",
@@ -188,6 +207,7 @@ def generate(args: argparse.Namespace) -> int:
         offload=args.offload,
         vae_tiling=args.vae_tiling,
         quantize=args.quantize,
+        compile=args.compile,
         gguf=args.gguf,
         lora=args.lora,
         lora_scale=args.lora_scale,
@@ -218,7 +238,14 @@ def generate(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.quiet,
         cache_threshold=args.cache_threshold,
+        guidance_passes=args.guidance_passes,
     )
+    compiled = None
+    if args.compile and pipe.last_step_seconds:
+        first, rest = pipe.last_step_seconds[0], sorted(pipe.last_step_seconds[1:]) or [0.0]
+        later = rest[len(rest) // 2]
+        compiled = {"first_step_s": round(first, 2), "later_step_s": round(later, 3)}
+        print(f"--compile: the first step took {first:.1f} s (compilation), later steps {later:.2f} s each")
     if world is not None:
         distributed.shutdown()
         if not world.is_main:  # every process made the same video; the first writes it
@@ -253,6 +280,8 @@ def generate(args: argparse.Namespace) -> int:
         )
         if world is not None:
             record["context_parallel"] = world.size
+        if compiled is not None:
+            record["compile"] = compiled
         if pipe.last_cache is not None:
             cache = pipe.last_cache
             record["cache"] = {"threshold": cache.threshold, "computed": cache.computed, "reused": cache.reused}

@@ -4,8 +4,9 @@ For every clip of a `prepare` shard: the normalised VAE posterior mean of the cl
 text-encoder states (real tokens only) and, when the text encoder has a vision tower, the image
 tokens of the first frame; the clip itself is kept for REPA teachers. Output shard `NAME.tar`
 holds `KEY.latents.npy`, `KEY.text.npy` (with three caption variants also `KEY.text_short.npy` and
-`KEY.text_truncated.npy`), `KEY.image.npy`, `KEY.mp4` and `KEY.json`; `null_text.npy`
-is the empty prompt's states (caption dropout). Under torchrun each rank takes every world-th
+`KEY.text_truncated.npy`), `KEY.image.npy`, `KEY.mp4` and `KEY.json`, and beside it `NAME.jsonl`, its
+index (key, bucket, captions, text length per sample: what the training plan reads, data/stream.py);
+`null_text.npy` is the empty prompt's states (caption dropout). Under torchrun each rank takes every world-th
 input shard and writes its own outputs; a shard whose output exists is skipped (resume), and
 outputs are written under a temporary name and renamed. With `with_text=False` (a text encoder
 trained together with the transformer) only latents and clips are written.
@@ -24,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from motif_video.data.shards import _add_bytes, iterate_shard
+from motif_video.data.stream import index_row
 from motif_video.media import read_video
 
 
@@ -63,13 +65,14 @@ def precompute(
             continue
         tmp = target.with_suffix(".tar.tmp")
         try:
-            _encode_shard(shard, tmp, vae, text_encoder, has_vision)
+            rows = _encode_shard(shard, tmp, vae, text_encoder, has_vision)
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
+            write_lines(target.with_suffix(".jsonl"), rows)
         except BaseException:
             tmp.unlink(missing_ok=True)  # nothing half-written stays behind
             raise
-        os.replace(tmp, target)
+        os.replace(tmp, target)  # the commit point: the listing is written before it
         written.append(target)
     if rank == 0:
         from motif_video.media import atomic_write, write_json
@@ -88,7 +91,15 @@ def precompute(
     return written
 
 
-def _encode_shard(shard: Path, tmp: Path, vae, text_encoder, has_vision: bool) -> None:
+def write_lines(path: Path, rows: list[dict]) -> None:
+    from motif_video.media import atomic_write
+
+    atomic_write(path, lambda tmp: tmp.write_text("".join(json.dumps(row) + "\n" for row in rows)))
+
+
+def _encode_shard(shard: Path, tmp: Path, vae, text_encoder, has_vision: bool) -> list[dict]:
+    """Write the latent shard `tmp`; returns its index rows."""
+    rows = []
     with tarfile.open(tmp, "w") as tar:
         for meta, mp4 in iterate_shard(shard):
             frames, _ = read_video(mp4)
@@ -96,6 +107,7 @@ def _encode_shard(shard: Path, tmp: Path, vae, text_encoder, has_vision: bool) -
             latents = vae.encode(video, sample=False)[0]
             key = meta["key"]
             _add_bytes(tar, f"{key}.latents.npy", _npy(latents.float().cpu().numpy()))
+            text_tokens = 0
             if text_encoder is not None:  # the caption, and its short and truncated variants where it has them
                 texts = {"text": meta["caption"]}
                 if meta.get("captions"):
@@ -108,9 +120,12 @@ def _encode_shard(shard: Path, tmp: Path, vae, text_encoder, has_vision: bool) -
                             f"clip {key} of {shard} (from {meta.get('source')}): its caption {caption[:80]!r} "
                             f"cannot be encoded: {e}"
                         ) from None
+                    text_tokens = max(text_tokens, int(mask.sum()))
                     _add_bytes(tar, f"{key}.{name}.npy", _npy(states[0, : int(mask.sum())].float().cpu().numpy()))
             if has_vision:
                 image = text_encoder.encode_image((video[:, :, 0] + 1) / 2)
                 _add_bytes(tar, f"{key}.image.npy", _npy(image[0].float().cpu().numpy()))
             _add_bytes(tar, f"{key}.mp4", mp4)
             _add_bytes(tar, f"{key}.json", json.dumps(meta).encode())
+            rows.append(index_row(key, meta, text_tokens))
+    return rows

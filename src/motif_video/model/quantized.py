@@ -1,4 +1,4 @@
-"""Low-memory transformer weights: int8 weight-only (torchao) and GGUF files dequantised per layer.
+"""Low-memory transformer weights: int8 weight-only and fp8 (torchao), and GGUF files dequantised per layer.
 
 Only the large projections inside the blocks are quantized; the parts the model is sensitive to
 stay in full precision: norms, the adaLN modulation, the timestep / text / image embedders, the
@@ -39,6 +39,38 @@ def quantize_int8(model: MotifVideoTransformer) -> MotifVideoTransformer:
     from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
     quantize_(model, Int8WeightOnlyConfig(), filter_fn=lambda m, name: quantizable(name, m))
+    return model
+
+
+FP8_CAPABILITY = (8, 9)  # float8 matmuls: Ada (8.9), Hopper (9.0) and newer
+
+
+def fp8_unavailable(device: torch.device | str) -> str | None:
+    """Why fp8 cannot run on `device` (None when it can): float8 matmuls need a GPU of compute capability
+    8.9 or newer."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return f"--quantize fp8 needs an NVIDIA GPU of compute capability 8.9 or newer (Ada, Hopper); got {device}"
+    capability = torch.cuda.get_device_capability(device)
+    if capability < FP8_CAPABILITY:
+        name = torch.cuda.get_device_name(device)
+        return (
+            f"--quantize fp8 needs compute capability 8.9 or newer (Ada, Hopper); {name} has "
+            f"{capability[0]}.{capability[1]} (use --quantize int8)"
+        )
+    return None
+
+
+def quantize_fp8(model: MotifVideoTransformer) -> MotifVideoTransformer:
+    """float8 e4m3 dynamic activations and weights (per-row scales) on the block projections, in place
+    (torchao); the model must already be on a GPU that `fp8_unavailable` accepts."""
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
+    reason = fp8_unavailable(next(model.parameters()).device)
+    if reason is not None:
+        raise ValueError(reason)
+    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    quantize_(model, config, filter_fn=lambda m, name: quantizable(name, m))
     return model
 
 

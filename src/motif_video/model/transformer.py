@@ -361,6 +361,17 @@ class MotifVideoTransformer(nn.Module):
 
     # -- conveniences -------------------------------------------------------------------------
 
+    def compile_blocks(self, **options) -> int:
+        """Regional compilation: `torch.compile` on each block, not on the whole model. Blocks of one
+        class share their compiled code (Dynamo caches it per code object, the weights are inputs),
+        so the model compiles once per kind of block (dual, single, decoder), not once per block; a
+        new text length recompiles once, with dynamic sizes, and later lengths reuse that. Returns
+        the number of blocks compiled."""
+        blocks = [*self.dual_blocks, *self.single_blocks, *self.decoder_blocks]
+        for block in blocks:
+            block.compile(**options)
+        return len(blocks)
+
     def set_attention_backend(self, name: str) -> None:
         self.attention_backend = check_backend(name)
 

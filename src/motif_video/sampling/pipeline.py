@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from motif_video.model.transformer import MotifVideoTransformer
 from motif_video.model.vae import PatchAutoencoder, VideoAutoencoder, load_autoencoder
 from motif_video.sampling.cache import StepCache
 from motif_video.sampling.guidance import Guidance, GuidanceConfig
-from motif_video.sampling.sampler import Conditioning, sample
+from motif_video.sampling.sampler import Conditioning, resolve_passes, sample
 from motif_video.sampling.schedule import load_scheduler, set_timesteps
 
 # Reported as the categories of the negative prompt the released model was trained against
@@ -81,6 +82,8 @@ class MotifVideoPipeline:
         self.dtype = next(transformer.parameters()).dtype
         self.lora: dict | None = None  # the adapter merged in at loading, and its scale
         self.last_cache: StepCache | None = None  # the last call's step cache (its counts)
+        self.last_passes: str | None = None  # the last call's guidance passes ("batched" / "split")
+        self.last_step_seconds: list[float] = []  # the last call's denoising step times
 
     @classmethod
     def from_pretrained(
@@ -95,14 +98,27 @@ class MotifVideoPipeline:
         gguf: str | Path | None = None,
         lora: str | Path | None = None,
         lora_scale: float = 1.0,
+        compile: bool = False,
     ) -> MotifVideoPipeline:
         """Load every component from a pipeline directory in the official layout.
 
-        quantize="int8": the transformer's block projections in weight-only int8 (torchao);
+        quantize="int8": the transformer's block projections in weight-only int8 (torchao); "fp8":
+        float8 dynamic activations and weights (torchao; GPUs of compute capability 8.9 and newer);
+        compile: `torch.compile` per block, one compiled graph per kind of block (regional);
         gguf: the transformer from this GGUF file instead (its quantized layers stay quantized);
         lora: a LoRA adapter file (model/lora.py) merged into the transformer, times `lora_scale`."""
         root = Path(root)
         check_weights_dir(root)
+        if quantize not in (None, "int8", "fp8"):
+            raise ValueError(f"unknown quantization {quantize!r}; choose 'int8' or 'fp8' (or load a GGUF file)")
+        if quantize == "fp8":  # before anything loads: say why it cannot run here
+            from motif_video.model.quantized import fp8_unavailable
+
+            reason = fp8_unavailable(device)
+            if reason is None and offload:
+                reason = "--quantize fp8 keeps the transformer on the GPU: drop --offload"
+            if reason is not None:
+                raise ValueError(reason)
         if lora is not None and gguf is not None:
             raise ValueError("a LoRA adapter merges into full weights: use --lora without --gguf")
         own = (
@@ -130,8 +146,12 @@ class MotifVideoPipeline:
             from motif_video.model.quantized import quantize_int8
 
             transformer = quantize_int8(transformer)
-        elif quantize is not None:
-            raise ValueError(f"unknown quantization {quantize!r}; choose 'int8' (or load a GGUF file)")
+        elif quantize == "fp8":
+            from motif_video.model.quantized import quantize_fp8
+
+            transformer = quantize_fp8(transformer)
+        if compile:
+            transformer.compile_blocks()
         vae = load_autoencoder(root / "vae", dtype=dtype, device=home)
         if vae_tiling and isinstance(vae, VideoAutoencoder):  # the patch autoencoder needs no tiling
             vae.vae.enable_tiling()
@@ -172,13 +192,15 @@ class MotifVideoPipeline:
         progress: bool = True,
         on_step=None,
         cache_threshold: float | None = None,
+        guidance_passes: str = "auto",
     ) -> GenerationOutput:
         """Generate one video per prompt.
 
         image: the first frame for image-to-video, [3, H, W] in [-1, 1] at the output size
         (`load_image` makes one). `generators` (one per video) override `seed`.
         `cache_threshold`: step caching (sampling/cache.py), off when None; `self.last_cache` keeps
-        its counts.
+        its counts. `guidance_passes`: "batched", "split" or "auto" (sampling/sampler.py); the one
+        used is kept in `self.last_passes` (None without guidance).
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         self.check_request(prompts, height, width, frames, steps)
@@ -231,6 +253,18 @@ class MotifVideoPipeline:
         )
         cache = None if cache_threshold is None else StepCache(cache_threshold)
         self.last_cache = cache
+        passes = resolve_passes(guidance_passes, self.device)
+        self.last_passes = passes if guidance.active else None
+        self.last_step_seconds = []
+        clock = [time.perf_counter()]
+
+        def timed(i: int, n: int) -> None:  # per-step wall time (the first includes any compilation)
+            now = time.perf_counter()
+            self.last_step_seconds.append(now - clock[0])
+            clock[0] = now
+            if on_step is not None:
+                on_step(i, n)
+
         with self._on_device(self.transformer):
             latents = sample(
                 self.transformer,
@@ -240,8 +274,9 @@ class MotifVideoPipeline:
                 timesteps,
                 Guidance(guidance),
                 progress=progress,
-                on_step=on_step,
+                on_step=timed,
                 cache=cache,
+                passes=passes,
             )
 
         # 5. Decode, one video at a time (the VAE's memory grows with the batch).
@@ -430,6 +465,7 @@ def generation_record(
         "seed": seed,
         "steps": steps,
         "guidance": asdict(guidance),
+        "guidance_passes": pipe.last_passes,  # "batched" / "split" (None: one pass, no guidance)
         "scheduler": scheduler or pipe.scheduler_config.get("_class_name"),
         "shift": shift if shift is not None else pipe.scheduler_config.get("shift"),
         "height": height,

@@ -1,7 +1,12 @@
 """The denoising loop: from noise (t = 1) to data (t = 0) with a flow-matching scheduler.
 
 Per step: the transformer predicts the velocity for the conditional (and, with guidance, the
-unconditional) text in one batched pass, guidance combines them, the scheduler steps.
+unconditional) text, guidance combines them, the scheduler steps. The two guidance passes run
+either as one batched call (the shorter text padded, a key mask marks the real tokens) or as two
+calls, each text at its own length: no mask, so a GPU's fused attention kernels (flash, cuDNN)
+apply, at the cost of launching every kernel twice. `resolve_passes("auto", device)` chooses:
+batched on a CPU (one larger matmul is faster there, and there are no mask-free kernels to gain),
+two calls on an accelerator.
 """
 
 from __future__ import annotations
@@ -29,6 +34,18 @@ class Conditioning:
     image_tokens: Tensor | None  # [B, M, Di]
 
 
+PASSES = ("auto", "batched", "split")
+
+
+def resolve_passes(passes: str, device: torch.device | str) -> str:
+    """ "batched" or "split" for the guidance passes; "auto": batched on a CPU, split elsewhere."""
+    if passes not in PASSES:
+        raise ValueError(f"unknown guidance passes {passes!r}; choose one of {list(PASSES)}")
+    if passes == "auto":
+        return "batched" if torch.device(device).type == "cpu" else "split"
+    return passes
+
+
 def sample(
     transformer: torch.nn.Module,
     latents: Tensor,
@@ -39,11 +56,15 @@ def sample(
     progress: bool = True,
     on_step: Callable[[int, int], None] | None = None,
     cache: StepCache | None = None,
+    passes: str = "batched",
 ) -> Tensor:
     """Run the loop; returns the final latents. `on_step(i, n)` is called after every step
-    (progress displays, cancellation: raise from it to stop). `cache`: step caching (cache.py)."""
+    (progress displays, cancellation: raise from it to stop). `cache`: step caching (cache.py).
+    `passes`: "batched" or "split" guidance passes (see the module text)."""
     c = conditioning
     two = guidance.config.active
+    if two and passes == "split":
+        return _sample_split(transformer, latents, c, scheduler, timesteps, guidance, progress, on_step, cache)
     if two:
         # One batched pass for both texts: pad the shorter to the longer, masks mark the real tokens.
         text, mask = _stack_texts(c.text, c.text_mask, c.negative_text, c.negative_mask)
@@ -65,6 +86,28 @@ def sample(
             if cache is not None:
                 cache.store(velocity)
         cond, uncond = velocity.chunk(2) if two else (velocity, None)
+        latents = scheduler.step(guidance(cond, uncond), t, latents, return_dict=False)[0]
+        if on_step is not None:
+            on_step(i, len(timesteps))
+    return latents
+
+
+def _sample_split(transformer, latents, c: Conditioning, scheduler, timesteps, guidance, progress, on_step, cache):
+    """The loop with the conditional and unconditional passes as two calls, each text unpadded."""
+    dtype = next(transformer.parameters()).dtype
+    texts = [(c.text.to(dtype), c.text_mask), (c.negative_text.to(dtype), c.negative_mask)]
+    image = None if c.image_tokens is None else c.image_tokens.to(dtype)
+    for i, t in enumerate(tqdm(timesteps, desc="denoising", disable=not progress)):
+        x = torch.cat([latents, c.condition], dim=1).to(dtype)
+        times = t.expand(x.shape[0])
+        velocity = None
+        if cache is not None:
+            velocity = cache.lookup(transformer.modulated_input(x, times), i, len(timesteps))
+        if velocity is None:
+            velocity = torch.cat([transformer(x, times, text, mask, image).velocity for text, mask in texts])
+            if cache is not None:
+                cache.store(velocity)
+        cond, uncond = velocity.chunk(2)
         latents = scheduler.step(guidance(cond, uncond), t, latents, return_dict=False)[0]
         if on_step is not None:
             on_step(i, len(timesteps))

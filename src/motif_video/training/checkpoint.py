@@ -26,7 +26,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.filesystem import FileSystemReader
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 from torch.optim import Optimizer
 
 from motif_video import distributed
@@ -128,8 +128,20 @@ def load(path: Path, model: nn.Module, optimizer: Optimizer, ema: EMA) -> dict:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         reader = SafeReader(str(path))
-        reader.read_metadata()  # here, not inside dcp.load, which would swallow a refusal and try other files
+        saved = reader.read_metadata()  # here, not inside dcp.load, which would swallow a refusal and try other files
+        # Parameters that never had a gradient (e.g. the image embedder, on data without image tokens) have
+        # no optimizer state in the checkpoint, though a fresh optimizer's state dict lists them: not loaded,
+        # they stay without state, as in the run that saved it.
+        unsaved = [n for n in optim_state.get("state", {}) if not _saved(saved, f"optim.state.{n}.")]
+        for name in unsaved:
+            del optim_state["state"][name]
         dcp.load(state, storage_reader=reader)
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    # the model's keys were all checked by dcp.load; strict=False lets those parameters stay without state
+    options = StateDictOptions(strict=not unsaved)
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"], options=options)
     ema.load_state_dict(state["ema"])
     return json.loads((path / "meta.json").read_text())
+
+
+def _saved(metadata, prefix: str) -> bool:
+    return any(key.startswith(prefix) for key in metadata.state_dict_metadata)

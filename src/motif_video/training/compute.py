@@ -81,6 +81,16 @@ def training_flops(cfg: TransformerConfig, video_tokens: int, text_tokens: int, 
     return TRAINING_MULTIPLIER * forward_flops(cfg, video_tokens, text_tokens, **kwargs)
 
 
+def peak_flops(device) -> float | None:
+    """Dense BF16 peak of the accelerator `device` (a torch.device) when it is one of PEAK_FLOPS, else None."""
+    import torch
+
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device).lower()
+    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+
+
 def gpu_hours(flops: float, gpu: str, mfu: float) -> float:
     if gpu not in PEAK_FLOPS:
         raise ValueError(f"unknown GPU {gpu!r}; choose one of {sorted(PEAK_FLOPS)}")

@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from motif_video.config import TransformerConfig, get_preset
 from motif_video.data import world as shapes_world
@@ -40,7 +40,7 @@ class TextSection:
     # "word": a word-level encoder (model/word_encoder.py) is trained with the transformer on the captions;
     # "sentence" / "t5gemma2": a frozen encoder read from `path` (a folder with text_encoder/ and
     # tokenizer/) encodes the captions on the fly: the curriculum's early and late text encoders.
-    encoder: str = "precomputed"
+    encoder: Literal["precomputed", "word", "sentence", "t5gemma2"] = "precomputed"
     path: str = ""
     dim: int = 64  # must equal the transformer's text_dim
     layers: int = 2
@@ -53,22 +53,22 @@ class StageSection:
     """One stage of a training curriculum (configs/motif-video-2b/, training/curriculum.py)."""
 
     name: str = ""  # empty: not part of a curriculum
-    task: str = "t2iv"  # "t2i": images only; "t2iv": images and videos
+    task: Literal["t2i", "t2iv"] = "t2iv"  # "t2i": images only; "t2iv": images and videos
     init: str = "previous"  # start from: "previous" stage, "none" (fresh weights), or an earlier stage's name
+    # The data's buckets the stage trains on (the trainer's plan admits only these): images of about
+    # image_size pixels, videos of about video_size with frame counts in frame_buckets (1 = images).
     image_size: tuple[int, int] = (144, 256)  # height, width of the image buckets
     video_size: tuple[int, int] = (144, 256)  # height, width of the video buckets
     frame_buckets: tuple[int, ...] = (1,)  # 1 = images; 33 / 65 / 121 video lengths
     interleave: str = "I"  # the repeating step pattern: I = an image batch, V = a video batch
     image_batch_size: int = 0  # global batch of image steps (0: data.batch_size)
-    sft: bool = False  # supervised fine-tuning on the curated subset
+    sft: bool = False  # supervised fine-tuning on the curated subset (a transition resets the optimizer)
     caption_variants: tuple[float, float, float] = (1.0, 0.0, 0.0)  # P(long), P(short), P(truncated) caption
-    text_tokens: int = 256  # text length the planner counts
+    text_tokens: int = 256  # text states padded to this length (longer ones cut); the planner counts it
 
     def validate(self) -> None:
         if not self.name:  # not a curriculum stage: the section is unused
             return
-        if self.task not in ("t2i", "t2iv"):
-            raise ValueError(f"stage.task must be 't2i' or 't2iv', got {self.task!r}")
         if not self.interleave or set(self.interleave) - {"I", "V"}:
             raise ValueError(f"stage.interleave must be a pattern of I and V, got {self.interleave!r}")
         if self.task == "t2i" and (set(self.interleave) != {"I"} or self.frame_buckets != (1,)):
@@ -84,9 +84,6 @@ class StageSection:
         for size in (self.image_size, self.video_size):
             if size[0] % 16 or size[1] % 16 or min(size) <= 0:
                 raise ValueError(f"stage sizes must be positive multiples of 16, got {size}")
-
-
-TEXT_ENCODERS = ("precomputed", "word", "sentence", "t5gemma2")
 
 
 @dataclass(frozen=True)
@@ -106,9 +103,14 @@ class WorldSection:
 class DataSection:
     # "synthetic": procedural latents; "shards": precomputed shards at `path`; "shapes": the shapes-world
     # chain (prepare -> autoencoder -> latents) built in `path`, each stage skipped once done.
-    source: str = "synthetic"
+    source: Literal["synthetic", "shards", "shapes"] = "synthetic"
     path: str = ""  # folder written by `motif-video precompute` (source "shards"), or the shapes work folder
     batch_size: int = 4  # global batch, split over data-parallel ranks
+    # the streamed reader of shards (data/stream.py): DataLoader worker processes (0: in the training
+    # process), batches each worker reads ahead, and shards per rank read together (one plan window)
+    workers: int = 1
+    prefetch: int = 2
+    window: int = 4
     latent_frames: int = 3
     latent_height: int = 8
     latent_width: int = 8
@@ -120,7 +122,7 @@ class DataSection:
 
 @dataclass(frozen=True)
 class FlowSection:
-    timesteps: str = "logit_normal"  # or "uniform"
+    timesteps: Literal["logit_normal", "uniform"] = "logit_normal"
     logit_mean: float = 0.0
     logit_std: float = 1.0
     noise_fraction: float = 0.0  # share of samples trained at t = 1 (pure noise), besides the drawn times
@@ -140,7 +142,7 @@ class OptimSection:
     weight_decay: float = 0.0
     eps: float = 1e-8
     warmup_steps: int = 20
-    schedule: str = "constant"  # or "cosine"
+    schedule: Literal["constant", "cosine"] = "constant"
     min_lr_ratio: float = 0.1  # cosine floor, as a fraction of lr
     grad_clip: float = 1.0
 
@@ -160,7 +162,7 @@ class TreadSection:
 @dataclass(frozen=True)
 class RepaSection:
     enabled: bool = False
-    teacher: str = "vjepa2"  # or "dinov2"
+    teacher: Literal["vjepa2", "dinov2"] = "vjepa2"
     teacher_path: str = ""  # local directory of the transformers model
     block: int = 2  # student block whose video tokens are aligned
     weight: float = 0.5
@@ -173,7 +175,7 @@ class TrainSection:
     steps: int = 200
     seed: int = 0
     out_dir: str = "runs/debug"
-    precision: str = "fp32"  # or "bf16" (autocast)
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast, and FSDP2 computes in bf16
     grad_accum: int = 1  # micro-batches per step: the same update in less activation memory
     hsdp_replicas: int = 0  # FSDP2 replica groups (HSDP: replicate x shard); 0 = one per node
     activation_checkpointing: bool = False
@@ -206,8 +208,6 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         transformer = self.model.transformer()  # validates preset and overrides
-        if self.data.source not in ("synthetic", "shards", "shapes"):
-            raise ValueError(f"data.source must be 'synthetic', 'shards' or 'shapes', got {self.data.source!r}")
         if self.data.source in ("shards", "shapes") and not self.data.path:
             raise ValueError(
                 f"data.source {self.data.source!r} needs data.path (the precomputed shards, or the shapes work folder)"
@@ -216,8 +216,6 @@ class TrainConfig:
             raise ValueError(f"world clips are square, a multiple of 16: got {self.world.height} x {self.world.width}")
         if self.world.max_objects < 1:
             raise ValueError(f"world.max_objects must be at least 1, got {self.world.max_objects}")
-        if self.text.encoder not in TEXT_ENCODERS:
-            raise ValueError(f"text.encoder must be one of {list(TEXT_ENCODERS)}, got {self.text.encoder!r}")
         if self.text.encoder in ("sentence", "t5gemma2") and not self.text.path:
             raise ValueError(f"text.encoder {self.text.encoder!r} needs text.path (its text_encoder/ and tokenizer/)")
         if self.data.source == "shapes" and self.text.encoder == "precomputed":
@@ -230,8 +228,6 @@ class TrainConfig:
             raise ValueError(
                 f"text.dim ({self.text.dim}) must equal the transformer's text_dim ({transformer.text_dim})"
             )
-        if self.flow.timesteps not in ("logit_normal", "uniform"):
-            raise ValueError(f"flow.timesteps must be 'logit_normal' or 'uniform', got {self.flow.timesteps!r}")
         if not 0.0 <= self.flow.noise_fraction < 1.0:
             raise ValueError(f"flow.noise_fraction must be in [0, 1), got {self.flow.noise_fraction}")
         if not 0.0 <= self.flow.noise_phase_fraction <= 1.0:
@@ -242,8 +238,8 @@ class TrainConfig:
                 f"flow.noise_phase must be [start, end], shares of train.steps with 0 <= start <= end <= 1, "
                 f"got {list(phase)}"
             )
-        if self.optim.schedule not in ("constant", "cosine"):
-            raise ValueError(f"optim.schedule must be 'constant' or 'cosine', got {self.optim.schedule!r}")
+        if self.data.workers < 0:
+            raise ValueError(f"data.workers must be >= 0 (0: read in the training process), got {self.data.workers}")
         if self.train.hsdp_replicas < 0:
             raise ValueError(f"train.hsdp_replicas must be >= 0, got {self.train.hsdp_replicas}")
         if self.train.grad_accum < 1 or self.data.batch_size % self.train.grad_accum:
@@ -251,8 +247,11 @@ class TrainConfig:
                 f"train.grad_accum must be >= 1 and divide data.batch_size {self.data.batch_size}, "
                 f"got {self.train.grad_accum}"
             )
-        if self.train.precision not in ("fp32", "bf16"):
-            raise ValueError(f"train.precision must be 'fp32' or 'bf16', got {self.train.precision!r}")
+        if self.stage.name and self.stage.image_batch_size % self.train.grad_accum:
+            raise ValueError(
+                f"train.grad_accum {self.train.grad_accum} must divide stage.image_batch_size "
+                f"{self.stage.image_batch_size}"
+            )
         if not 0 < self.tread.keep_ratio <= 1:
             raise ValueError(f"tread.keep_ratio must be in (0, 1], got {self.tread.keep_ratio}")
         own_pipeline = self.data.source == "shapes"  # a shapes run samples from its own exported pipeline
@@ -260,14 +259,14 @@ class TrainConfig:
             raise ValueError(
                 "train.sample_every needs train.sample_weights (a pipeline directory with vae/ and text_encoder/)"
             )
-        if self.repa.teacher not in ("vjepa2", "dinov2"):
-            raise ValueError(f"repa.teacher must be 'vjepa2' or 'dinov2', got {self.repa.teacher!r}")
         self.stage.validate()
         for name, value in (
             ("data.batch_size", self.data.batch_size),
             ("train.steps", self.train.steps),
             ("train.save_every", self.train.save_every),
             ("train.keep_last", self.train.keep_last),
+            ("data.window", self.data.window),
+            ("data.prefetch", self.data.prefetch),
         ):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -330,6 +329,10 @@ def _check_type(value: Any, hint: Any, name: str) -> Any:
         hint = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any or origin is dict:
+        return value
+    if origin is Literal:  # an enumerated setting: one of the listed values
+        if value not in args:
+            raise ValueError(f"config {name} must be one of {list(args)}, got {value!r}")
         return value
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
         if not isinstance(value, (list, tuple)):

@@ -35,8 +35,7 @@ def parallelize(
     blocks = list(itertools.chain(transformer.dual_blocks, transformer.single_blocks, transformer.decoder_blocks))
     transformer.activation_checkpointing = activation_checkpointing
     if compile_blocks:
-        for block in blocks:
-            block.compile()
+        transformer.compile_blocks()
     if world.size > 1:
         mesh = device_mesh(world, replicas)
         shape = " x ".join(f"{n} {size}" for n, size in zip(mesh.mesh_dim_names, mesh.shape, strict=True))
