@@ -50,7 +50,7 @@ def read_epoch(root: Path, plan: Path, workers: int, batch: int) -> tuple[float,
 
 
 def train_wait(root: Path, out: Path, workers: int, args) -> tuple[float, float]:
-    """Median data-wait share of a step and the samples per second the steps consume."""
+    """Mean data-wait share of a step (window reads included) and the samples per second the steps consume."""
     cfg = TrainConfig.load(
         None,
         [
@@ -62,12 +62,13 @@ def train_wait(root: Path, out: Path, workers: int, args) -> tuple[float, float]
             "data.window=2",
             "text.encoder='precomputed'",
             f"train.steps={args.steps}",
+            "train.ema_decay=0",
             f"train.save_every={args.steps}",
             f"train.out_dir={json.dumps(str(out))}",
         ],
     )
     history = train(cfg, progress=False)[1:]  # the first step builds the reader
-    wait = statistics.median(m["data_wait"] for m in history)
+    wait = statistics.mean(m["data_wait"] for m in history)
     step_rate = statistics.median(m["samples"] * m["tokens_per_s"] / m["tokens"] for m in history)
     return wait, step_rate
 
@@ -101,8 +102,7 @@ def main() -> None:
             wait, demand = train_wait(root, Path(tmp) / f"run{workers}", workers, args)
             print(
                 f"training step, {workers} worker(s): data wait {wait:.1%} of the step; the step consumes "
-                f"{demand:.1f} samples/s, the reader gives {rates[max(workers, 0)]:.0f} "
-                f"({rates[max(workers, 0)] / demand:.0f}x the demand)"
+                f"{demand:.1f} samples/s, the reader gives {rates[workers]:.0f} ({rates[workers] / demand:.0f}x the demand)"
             )
 
 

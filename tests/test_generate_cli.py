@@ -49,7 +49,22 @@ def test_text_to_video_writes_mp4_and_sidecar(weights, tmp_path):
     assert sidecar["prompt"] == "a red circle moves left" and sidecar["seed"] == 3 and sidecar["steps"] == 2
     assert sidecar["guidance"]["kind"] == "apg" and len(sidecar["weights_fingerprint"]) == 16
     assert sidecar["frames"] == 9 and sidecar["fps"] == 12
+    assert sidecar["guidance_passes"] == "batched"  # auto, on a CPU
+    assert sidecar["attention_kernels"] and all(k.startswith("sdpa:") for k in sidecar["attention_kernels"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.gif", "clip.json", "clip.mp4", "clip.png"]
+
+
+def test_split_passes_and_compile_are_recorded(weights, tmp_path):
+    out = tmp_path / "clip.mp4"
+    result = run(
+        "generate", "a red circle moves left", "--weights", str(weights), "--out", str(out),
+        "--guidance-passes", "split", "--compile", *FAST,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["guidance_passes"] == "split"
+    assert sidecar["compile"]["first_step_s"] > sidecar["compile"]["later_step_s"] > 0
+    assert "--compile: the first step took" in result.stdout
 
 
 def test_same_seed_same_video_and_batch_videos_differ(weights, tmp_path):
@@ -126,6 +141,10 @@ def test_image_to_video(weights, tmp_path):
         (["--height", "16384", "--width", "16384"], "GiB available; not even one frame at this size fits"),
         (["--frames", "100001"], "GiB available; at 48x32 and batch 1, at most"),
         (["--batch", "100000"], "GiB available; not even one frame at this size fits"),
+        (
+            ["--quantize", "fp8"],
+            "--quantize fp8 needs an NVIDIA GPU of compute capability 8.9 or newer (Ada, Hopper); got cpu",
+        ),
     ],
 )
 def test_bad_input_one_line_error_and_no_file(weights, tmp_path, args, message):

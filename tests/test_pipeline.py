@@ -158,3 +158,33 @@ def test_bfloat16_generation_runs_and_stays_close(apg_dir):
     )
     assert half.frames.dtype == torch.float32 and torch.isfinite(half.frames).all()
     assert (half.frames - full.frames).abs().mean() < 0.05
+
+
+def test_compiled_blocks_give_the_eager_video(tmp_path):
+    """`compile=True` (torch.compile per block, CPU inductor here) changes no output; blocks of one kind
+    share their compiled graphs (fewer graphs than blocks); a new prompt length recompiles once, with
+    dynamic sizes, and a third length compiles nothing more."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from motif_video.random_weights import tiny_transformer_config
+
+    cfg = tiny_transformer_config().replace(num_dual_blocks=3, num_single_blocks=4, num_decoder_blocks=2)
+    build_random_pipeline(tmp_path, cfg, guider="apg")
+    torch._dynamo.reset()
+    counters.clear()
+    eager = MotifVideoPipeline.from_pretrained(tmp_path)
+    compiled = MotifVideoPipeline.from_pretrained(tmp_path, compile=True)
+    model = compiled.transformer
+    blocks = [*model.dual_blocks, *model.single_blocks, *model.decoder_blocks]
+    assert all(b._compiled_call_impl is not None for b in blocks)
+    assert eager.transformer.dual_blocks[0]._compiled_call_impl is None
+    graphs = []
+    for prompt in (PROMPT, "a blue square moves up", "a red circle moves up"):
+        a = eager(prompt, steps=2, seed=3, progress=False, **SIZE).latents
+        b = compiled(prompt, steps=2, seed=3, progress=False, **SIZE).latents
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert 0 < graphs[0] < len(blocks)  # 9 blocks of 3 kinds
+    assert graphs[2] == graphs[1]  # the third prompt length reused the dynamic graphs
+    assert len(compiled.last_step_seconds) == 2

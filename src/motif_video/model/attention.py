@@ -3,8 +3,9 @@
 Every attention in the model (joint self-attention, Shared Cross-Attention, decoder attention)
 calls `attention()`. The backend is a run-time choice, not part of the architecture:
 
-- "sdpa" (default): `torch.nn.functional.scaled_dot_product_attention`, which picks flash /
-  memory-efficient / math kernels by itself;
+- "sdpa" (default): `torch.nn.functional.scaled_dot_product_attention`, which picks the flash,
+  cuDNN, memory-efficient or math kernel by itself, by device, dtype, head size and mask (a key
+  mask rules out flash on a GPU: the guidance passes run unmasked there, sampling/sampler.py);
 - "math": the explicit softmax(QK^T / sqrt(Dh)) V, the reference the others are tested against;
 - "flash": the `flash_attn` package (FlashAttention 2/3) where installed; no masks;
 - "sage": the `sageattention` package (quantised QK^T) where installed; no masks.
@@ -16,6 +17,10 @@ An `AttentionProbe` passed along records what the analysis of the paper looks at
 frame-to-frame attention of video queries, and their attention mass on the context, i.e. text
 or, in the decoder, the encoder output) without changing the result: it recomputes the softmax
 in chunks of queries and keeps only those aggregates, never a full attention matrix.
+
+`KERNELS` collects the names of the kernels that ran (eager calls; "sdpa:flash", "sdpa:cudnn",
+"sdpa:efficient", "sdpa:math", "flash_attn", "sageattention"); the pipeline empties it before a
+generation and records it in the sidecar.
 """
 
 from __future__ import annotations
@@ -28,6 +33,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 BACKENDS = ("sdpa", "math", "flash", "sage")
+KERNELS: set[str] = set()
+_SDPA_NAMES = {0: "math", 1: "flash", 2: "efficient", 3: "cudnn", 4: "overrideable"}
+
+
+def _record(name: str) -> None:
+    if not torch.compiler.is_compiling():  # a compiled graph runs without Python side effects
+        KERNELS.add(name)
+
+
+def _sdpa_kernel(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> str:
+    """The kernel `scaled_dot_product_attention` picks for these inputs (its own dispatch rule)."""
+    try:
+        return _SDPA_NAMES.get(int(torch._fused_sdp_choice(q, k, v, mask)), "unknown")
+    except (RuntimeError, TypeError, AttributeError):  # a private entry point: no name rather than a failure
+        return "unknown"
 
 
 def check_backend(name: str) -> str:
@@ -102,8 +122,11 @@ def attention(
     if probe is not None:
         probe.record(q, k, mask)
     if backend == "sdpa":
+        if not torch.compiler.is_compiling():
+            _record("sdpa:" + _sdpa_kernel(q, k, v, mask))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     elif backend == "math":
+        _record("math")
         scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.shape[-1])
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
@@ -119,14 +142,17 @@ def _kernel_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, back
     # These kernels take no boolean mask. Padded text would leak into the softmax, so a masked
     # call falls back to SDPA rather than silently changing the result.
     if mask is not None and not bool(mask.all()):
+        _record("sdpa (masked call, in place of " + ("flash_attn)" if backend == "flash" else "sageattention)"))
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     if backend == "flash":
         from flash_attn import flash_attn_func
 
+        _record("flash_attn")
         # flash_attn wants [B, L, N, Dh]
         return flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
     from sageattention import sageattn
 
+    _record("sageattention")
     return sageattn(q, k, v, tensor_layout="HND", is_causal=False)
 
 

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from motif_video.model import attention as attention_module
 from motif_video.model.checkpoint_io import load_transformer
 from motif_video.model.text_encoder import T5Gemma2TextEncoder, load_text_encoder
 from motif_video.model.transformer import MotifVideoTransformer
@@ -84,6 +85,7 @@ class MotifVideoPipeline:
         self.last_cache: StepCache | None = None  # the last call's step cache (its counts)
         self.last_passes: str | None = None  # the last call's guidance passes ("batched" / "split")
         self.last_step_seconds: list[float] = []  # the last call's denoising step times
+        self.last_attention: list[str] = []  # the attention kernels of the last call's eager calls
 
     @classmethod
     def from_pretrained(
@@ -256,6 +258,7 @@ class MotifVideoPipeline:
         passes = resolve_passes(guidance_passes, self.device)
         self.last_passes = passes if guidance.active else None
         self.last_step_seconds = []
+        attention_module.KERNELS.clear()
         clock = [time.perf_counter()]
 
         def timed(i: int, n: int) -> None:  # per-step wall time (the first includes any compilation)
@@ -278,6 +281,8 @@ class MotifVideoPipeline:
                 cache=cache,
                 passes=passes,
             )
+
+        self.last_attention = sorted(attention_module.KERNELS)  # the kernels that ran (model/attention.py)
 
         # 5. Decode, one video at a time (the VAE's memory grows with the batch).
         with self._on_device(self.vae):
@@ -466,6 +471,7 @@ def generation_record(
         "steps": steps,
         "guidance": asdict(guidance),
         "guidance_passes": pipe.last_passes,  # "batched" / "split" (None: one pass, no guidance)
+        "attention_kernels": pipe.last_attention,
         "scheduler": scheduler or pipe.scheduler_config.get("_class_name"),
         "shift": shift if shift is not None else pipe.scheduler_config.get("shift"),
         "height": height,
