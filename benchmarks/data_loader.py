@@ -102,7 +102,8 @@ def main() -> None:
             wait, demand = train_wait(root, Path(tmp) / f"run{workers}", workers, args)
             print(
                 f"training step, {workers} worker(s): data wait {wait:.1%} of the step; the step consumes "
-                f"{demand:.1f} samples/s, the reader gives {rates[workers]:.0f} ({rates[workers] / demand:.0f}x the demand)"
+                f"{demand:.1f} samples/s, the reader gives {rates[workers]:.0f} "
+                f"({rates[workers] / demand:.0f}x the demand)"
             )
 
 

@@ -77,6 +77,24 @@ def test_studio_validates_like_the_cli(studio):
     assert not list(studio.out_dir.iterdir())  # nothing was written for refused requests
 
 
+def test_studio_extends_a_video_it_made(studio, tmp_path):
+    size, length = next(iter(studio.presets.sizes)), next(iter(studio.presets.lengths))
+    first, _ = studio.generate(PROMPT, "", None, 0, 2, 2.0, size, length)
+    longer, record = studio.extend(str(first), "a red circle moves up", "", 1, 2, 2.0)
+    frames, _ = read_video(longer)
+    given = 4 * (record["segments"]["overlap"] - 1) + 1  # the frames that repeat the video's end are dropped
+    assert len(frames) == 17 + 17 - given and record["segments"]["seams"] == [17]
+    assert record["extends"] == first.name and longer.with_suffix(".json").is_file()
+    with pytest.raises(ValueError, match="generate a video first"):
+        studio.extend(None, PROMPT, "", 0, 2, 2.0)
+    elsewhere = tmp_path / "other.mp4"
+    elsewhere.write_bytes(first.read_bytes())
+    with pytest.raises(ValueError, match="continues a video this page made"):
+        studio.extend(str(elsewhere), PROMPT, "", 0, 2, 2.0)
+    for path in studio.out_dir.iterdir():  # leave the folder as the other tests expect it
+        path.unlink()
+
+
 def test_studio_cancel_stops_at_the_next_step_and_writes_nothing(studio):
     size, length = next(iter(studio.presets.sizes)), next(iter(studio.presets.lengths))
     seen = []
@@ -146,6 +164,20 @@ def test_browser_generates_a_playable_video(page, server, tmp_path):
     assert '"seed"' in record and PROMPT in record
     page.screenshot(path=str(tmp_path / "generated.png"), full_page=True)
     assert (tmp_path / "generated.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_browser_extends_the_generated_video(page, server, tmp_path):
+    page.locator("#prompt textarea").fill(PROMPT)
+    page.locator("#generate").click()
+    page.wait_for_function("() => document.querySelector('#record')?.innerText.includes('\"seed\"')", timeout=120_000)
+    page.locator("#prompt textarea").fill("a red circle moves up")
+    page.locator("#extend").click()
+    page.wait_for_function("() => document.querySelector('#record')?.innerText.includes('extends')", timeout=120_000)
+    src = page.locator("#video video").evaluate("v => v.currentSrc")
+    (tmp_path / "extended.mp4").write_bytes(page.request.get(src).body())
+    frames, _ = read_video(tmp_path / "extended.mp4")
+    assert len(frames) > 17  # the generated video and one more segment
 
 
 @pytest.mark.slow

@@ -80,6 +80,39 @@ def test_a_phase_trains_at_pure_noise_only(tmp_path, monkeypatch):
     assert [objective.pure_noise_share(cfg, s) for s in range(7)] == [0.2] * 3 + [1.0] * 2 + [0.2] * 2
 
 
+def test_prefix_conditioning_gives_a_prefix_and_masks_its_loss(tmp_path):
+    """Extension training: a random prefix of latent frames is the condition (mask 1 on them, their
+    clean latents beside), and the loss counts only the frames after it."""
+    from motif_video.training.objective import make_inputs
+
+    cfg = tiny_config(tmp_path, "flow.i2v_fraction=0.0", "flow.prefix_fraction=1.0", "data.latent_frames=5")
+    state = build(cfg)
+    seen = set()
+    for step in range(1, 12):
+        if step % 4 == 0:  # the debug data's image steps have one frame: nothing to condition
+            continue
+        batch = state.data.batch(step, 4)
+        inputs = make_inputs(state, batch, step)
+        z, frames = batch["latents"].shape[1], batch["latents"].shape[2]
+        prefix = inputs.loss_from
+        assert 1 <= prefix < frames
+        seen.add(prefix)
+        mask = inputs.condition[:, z]
+        assert bool((mask[:, :prefix] == 1).all()) and bool((mask[:, prefix:] == 0).all())
+        torch.testing.assert_close(inputs.condition[:, :z, :prefix], batch["latents"][:, :, :prefix])
+        assert not inputs.condition[:, :z, prefix:].any()
+        target = inputs.target
+        changed = target.clone()
+        changed[:, :, :prefix] += 5.0  # a wrong prediction on the given frames costs nothing
+        assert flow.flow_loss(changed, target, prefix) == 0
+        changed[:, :, prefix:] += 1.0
+        assert flow.flow_loss(changed, target, prefix) == pytest.approx(1.0)
+    assert len(seen) > 1  # the prefix length is drawn
+    train_step(state, 1)  # and a step trains with it
+    with pytest.raises(ValueError, match=r"flow.i2v_fraction \(0.7\) and flow.prefix_fraction \(0.4\)"):
+        tiny_config(tmp_path, "flow.i2v_fraction=0.7", "flow.prefix_fraction=0.4")
+
+
 # -- REPA ----------------------------------------------------------------------------------------
 
 

@@ -162,25 +162,77 @@ class Studio:
             progress=False,
             on_step=on_step,
         )
+        settings = dict(prompt=prompt, negative_prompt=negative_prompt, image=image, seed=seed, steps=steps)
+        return self._write(result.uint8()[0], settings, guidance, started, {})
+
+    def extend(
+        self,
+        video: str | None,
+        prompt: str,
+        negative_prompt: str,
+        seed: int,
+        steps: int,
+        guidance_scale: float,
+        session: str = "",
+        progress=None,
+    ) -> tuple[Path, dict]:
+        """The page's "Extend": one more segment after a video this page made (sampling/extend.py)."""
+        from motif_video.media import read_video
+        from motif_video.sampling.extend import extend
+
+        if not video:
+            raise ValueError("generate a video first: Extend continues the video shown")
+        source = Path(video).resolve()
+        if source.parent != self.out_dir.resolve() or not source.is_file():  # only what this page wrote
+            raise ValueError("Extend continues a video this page made; generate one first")
+        seed, steps = _whole(seed, "seed"), _whole(steps, "steps")
+        if guidance_scale is None or not 0 <= float(guidance_scale) <= 30:
+            raise ValueError(f"guidance scale must be between 0 and 30, got {guidance_scale}")
+        frames, _ = read_video(source)
+        validate_request([prompt or ""], frames.shape[1], frames.shape[2], 1, steps, *request_factors(self.weights))
+        segment = min(self.presets.lengths.values())
+        with self._lock:
+            self._cancelled.discard(session)
+        guidance = self.pipe.guidance.with_kind(self.pipe.guidance.kind, float(guidance_scale))
+
+        def on_step(i: int, n: int) -> None:
+            self._check_cancelled(session, i + 1, n)
+            if progress is not None:
+                progress((i + 1, n), desc="extending", unit="steps")
+
+        started = time.time()
+        result = extend(
+            self.pipe,
+            frames,
+            [prompt],
+            frames=segment,
+            seed=seed,
+            progress=False,
+            steps=steps,
+            guidance=guidance,
+            negative_prompt=negative_prompt,
+            on_step=on_step,
+        )
+        settings = dict(prompt=prompt, negative_prompt=negative_prompt, image=None, seed=seed, steps=steps)
+        extra = {"extends": source.name, "segments": {"overlap": result.overlap, "seams": result.seams}}
+        return self._write(result.frames, settings, guidance, started, extra)
+
+    def _write(self, frames, settings: dict, guidance, started: float, extra: dict) -> tuple[Path, dict]:
         number = next(self._count)
         # an unguessable name: the page serves files by path, so a name another client could guess would
         # let it fetch this client's video and sidecar
         path = self.out_dir / f"motif-video-{time.strftime('%Y%m%d')}-{secrets.token_hex(16)}.mp4"
-        write_mp4(result.uint8()[0], path, fps=self.presets.fps)
+        write_mp4(frames, path, fps=self.presets.fps)
         record = generation_record(
             self.pipe,
             self.weights,
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            image=image,
-            seed=seed,
-            steps=steps,
+            **settings,
             guidance=guidance,
             scheduler=None,
             shift=None,
-            height=height,
-            width=width,
-            frames=frames,
+            height=frames.shape[1],
+            width=frames.shape[2],
+            frames=len(frames),
             fps=self.presets.fps,
             dtype=str(self.dtype).removeprefix("torch."),
             device=self.device,
@@ -188,6 +240,7 @@ class Studio:
             command=["motif-video serve"],
         )
         record["request"] = number  # the order in which the queue served this request
+        record.update(extra)
         write_json(record, path.with_suffix(".json"))
         print(f"request {number}: {path.name} in {record['seconds']:.1f} s", flush=True)
         return path, record
@@ -231,6 +284,7 @@ def build_app(studio: Studio):
                 length = gr.Dropdown(list(p.lengths), value=next(iter(p.lengths)), label="Length")
                 with gr.Row():
                     run = gr.Button("Generate", variant="primary", elem_id="generate")
+                    more = gr.Button("Extend", elem_id="extend")
                     stop = gr.Button("Cancel", elem_id="cancel")
             with gr.Column():
                 video = gr.Video(label="Video", elem_id="video", autoplay=True)
@@ -251,6 +305,16 @@ def build_app(studio: Studio):
                 raise gr.Error(str(e)) from None
             return str(path), str(path), info
 
+        def extend(current, prompt, negative, seed, steps, scale, request: gr.Request, progress=tracker):
+            try:
+                path, info = studio.extend(current, prompt, negative, seed, steps, scale, _session(request), progress)
+            except Cancelled as e:
+                print(f"request of page {_session(request)[:8]}: {e}", flush=True)
+                raise gr.Error("Cancelled.") from None
+            except (ValueError, OSError) as e:
+                raise gr.Error(str(e)) from None
+            return str(path), str(path), info
+
         def cancel(request: gr.Request) -> None:
             studio.cancel(_session(request))
 
@@ -262,7 +326,15 @@ def build_app(studio: Studio):
             concurrency_limit=1,
             concurrency_id="model",
         )
-        stop.click(cancel, None, None, cancels=[event], queue=False, api_name=False)
+        longer = more.click(
+            extend,
+            [download, prompt, negative, seed, steps, scale],
+            [video, download, record],
+            api_name="extend",
+            concurrency_limit=1,
+            concurrency_id="model",
+        )
+        stop.click(cancel, None, None, cancels=[event, longer], queue=False, api_name=False)
         dice.click(lambda: random.randint(0, MAX_SEED), None, seed, queue=False, api_name=False)
     return app
 

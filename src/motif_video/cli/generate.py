@@ -26,8 +26,14 @@ def register(sub) -> None:
         description="Generate a video with Motif-Video: text-to-video, or image-to-video with --image. Writes an "
         "H.264 MP4 and a JSON sidecar (same name, .json) with everything needed to reproduce it.",
     )
-    p.add_argument("prompt", help="what the video shows")
+    p.add_argument("prompt", nargs="?", default=None, help="what the video shows (not with --storyboard)")
     p.add_argument("--image", default=None, help="first frame for image-to-video (any image file PIL reads)")
+    p.add_argument(
+        "--storyboard",
+        default=None,
+        help="a TOML or JSON file with `prompts = [...]`, one per segment: the first segment from its prompt, each "
+        "next one continuing the video (as `motif-video extend` does) with its own prompt",
+    )
     p.add_argument(
         "--negative-prompt",
         default=None,
@@ -133,6 +139,47 @@ def register(sub) -> None:
     s.add_argument("--max-queue", type=int, default=64, help="requests that may wait; more are refused")
     s.set_defaults(run=serve)
 
+    e = add_parser(
+        sub,
+        "extend",
+        help="continue a video with more segments",
+        description="Continue VIDEO with --segments new segments, each conditioned on the end of what exists (the "
+        "last latent frame(s): the mask channel marks them) and following PROMPT; the frames that repeat the end "
+        "are dropped, so segments join without a repeated frame. Writes one MP4 and a JSON sidecar naming the "
+        "seams. Colour and brightness of each new segment are matched to the video's (drift control).",
+    )
+    e.add_argument("video", help="the MP4 to continue (the size the model makes)")
+    e.add_argument("prompt", help="what the new segments show")
+    e.add_argument("--segments", type=int, default=1, help="how many segments to add")
+    e.add_argument(
+        "--overlap",
+        type=int,
+        default=None,
+        help="latent frames of the video each segment is conditioned on: 1 = the last frame (image-to-video "
+        "chaining, any model); more for models trained with a prefix condition (default: 2 for those, else 1)",
+    )
+    e.add_argument("--out", default=None, help="output .mp4 (default: VIDEO-extended.mp4)")
+    e.add_argument("--no-color-match", action="store_true", help="leave each segment's colours as generated")
+    add_segment_options(e)
+    e.set_defaults(run=extend)
+
+
+def add_segment_options(parser: argparse.ArgumentParser) -> None:
+    """What `extend` shares with `generate` for its segments."""
+    parser.add_argument("--weights", default=None, help="pipeline directory (default: the embedded shapes-world model)")
+    parser.add_argument(
+        "--frames", type=int, default=None, help="frames per segment, the overlap included (default: manifest, else 49)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="denoising steps (default: the weights' manifest, else 50)"
+    )
+    parser.add_argument("--guidance-scale", type=float, default=None, help="guidance scale (default: from the guider)")
+    parser.add_argument("--negative-prompt", default=None, help="what to steer away from (default: the released one)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first segment; segment i uses seed+i")
+    parser.add_argument("--fps", type=int, default=None, help="frame rate of the written video (default: the input's)")
+    add_runtime_options(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
 
 def add_lora_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -168,11 +215,12 @@ def generate(args: argparse.Namespace) -> int:
 
     # Cheap checks first: nothing is loaded for a request that cannot succeed.
     weights = weights_path(args)
+    prompts = read_storyboard(args)
     # Unset options: the weights' own defaults (manifest.json), else those of the released model.
     fill_defaults(
         args, weights, {"height": 480, "width": 832, "frames": 49, "fps": 24, "steps": 50, "negative_prompt": None}
     )
-    validate_request([args.prompt], args.height, args.width, args.frames, args.steps, *request_factors(weights))
+    validate_request(prompts, args.height, args.width, args.frames, args.steps, *request_factors(weights))
     # an unreadable image fails here, before the model is loaded
     image = load_image(args.image, args.height, args.width) if args.image else None
     out = Path(args.out)
@@ -223,6 +271,23 @@ def generate(args: argparse.Namespace) -> int:
     if args.guidance is not None or args.guidance_scale is not None:
         guidance = guidance.with_kind(args.guidance or guidance.kind, args.guidance_scale)
     negative = DEFAULT_NEGATIVE_PROMPT if args.negative_prompt is None else args.negative_prompt
+    if args.storyboard is not None:
+        from motif_video.sampling.extend import storyboard
+
+        result = storyboard(
+            pipe,
+            prompts,
+            frames=args.frames,
+            height=args.height,
+            width=args.width,
+            seed=args.seed,
+            steps=args.steps,
+            guidance=guidance,
+            negative_prompt=negative,
+            progress=not args.quiet,
+        )
+        write_segments(args, pipe, weights, result, out, guidance, negative, started, {"storyboard": args.storyboard})
+        return 0
 
     result = pipe(
         [args.prompt] * args.batch,
@@ -310,3 +375,126 @@ def serve(args: argparse.Namespace) -> int:
     print(f"videos go to {out_dir}", flush=True)
     app.launch(server_name=args.host, server_port=args.port, allowed_paths=[str(out_dir)], show_error=False)
     return 0
+
+
+def extend(args: argparse.Namespace) -> int:
+    import time
+
+    from motif_video.media import check_writable, read_video
+    from motif_video.sampling.extend import extend as extend_video
+    from motif_video.sampling.pipeline import DEFAULT_NEGATIVE_PROMPT
+
+    weights = weights_path(args)
+    source = Path(args.video)
+    if not source.is_file():
+        raise UsageError(f"video {source} does not exist")
+    try:
+        video, fps = read_video(source)
+    except Exception as e:  # noqa: BLE001 (any decoder failure is the same message)
+        raise UsageError(f"cannot read video {source}: {e}") from None
+    args.fps = args.fps or int(round(fps))
+    fill_defaults(args, weights, {"frames": 49, "steps": 50, "negative_prompt": None})
+    if args.segments < 1:
+        raise UsageError(f"--segments must be >= 1, got {args.segments}")
+    if args.overlap is not None and args.overlap < 1:
+        raise UsageError(f"--overlap must be >= 1 latent frame, got {args.overlap}")
+    out = Path(args.out) if args.out else source.with_name(source.stem + "-extended.mp4")
+    if out.suffix.lower() != ".mp4":
+        raise UsageError(f"--out must name an .mp4 file, got {out}")
+    check_writable(out)
+    started = time.time()
+    pipe = load_pipeline(args, weights)
+    guidance = pipe.guidance
+    if args.guidance_scale is not None:
+        guidance = guidance.with_kind(guidance.kind, args.guidance_scale)
+    negative = DEFAULT_NEGATIVE_PROMPT if args.negative_prompt is None else args.negative_prompt
+    result = extend_video(
+        pipe,
+        video,
+        [args.prompt] * args.segments,
+        overlap=args.overlap,
+        frames=args.frames,
+        match_colors=not args.no_color_match,
+        seed=args.seed,
+        progress=not args.quiet,
+        steps=args.steps,
+        guidance=guidance,
+        negative_prompt=negative,
+    )
+    extra = {"extends": str(source.resolve()), "color_match": not args.no_color_match}
+    write_segments(args, pipe, weights, result, out, guidance, negative, started, extra)
+    return 0
+
+
+def write_segments(args, pipe, weights, result, out: Path, guidance, negative, started: float, extra: dict) -> None:
+    """The MP4 (and GIF / contact sheet where asked) of a video made of segments, and its sidecar:
+    the generation record plus the segments' prompts, the overlap and where the seams are."""
+    import time
+
+    from motif_video.media import write_contact_sheet, write_gif, write_json, write_mp4
+    from motif_video.sampling.extend import seam_ratio
+    from motif_video.sampling.pipeline import generation_record
+
+    write_mp4(result.frames, out, fps=args.fps)
+    if getattr(args, "gif", False):
+        write_gif(result.frames, out.with_suffix(".gif"), fps=args.fps)
+    if getattr(args, "contact_sheet", False):
+        write_contact_sheet(result.frames, out.with_suffix(".png"))
+    height, width = result.frames.shape[1:3]
+    record = generation_record(
+        pipe,
+        weights,
+        prompt=result.prompts[0],
+        negative_prompt=negative,
+        image=None,
+        seed=args.seed,
+        steps=args.steps,
+        guidance=guidance,
+        scheduler=None,
+        shift=None,
+        height=height,
+        width=width,
+        frames=len(result.frames),
+        fps=args.fps,
+        dtype=str(next(pipe.transformer.parameters()).dtype).removeprefix("torch."),
+        device=str(pipe.device),
+        seconds=time.time() - started,
+        command=["motif-video", *sys.argv[1:]],
+    )
+    record["segments"] = {"prompts": result.prompts, "frames": args.frames, "overlap": result.overlap}
+    record["segments"]["seams"] = result.seams
+    if result.seams:
+        across, inside = seam_ratio(result.frames, result.seams)
+        record["segments"].update(seam_difference=round(across, 3), inside_difference=round(inside, 3))
+    record.update(extra)
+    write_json(record, out.with_suffix(".json"))
+    print(f"wrote {out} ({len(result.frames)} frames in {len(result.prompts)} segments, seams at {result.seams})")
+
+
+def read_storyboard(args: argparse.Namespace) -> list[str]:
+    """The prompts of --storyboard (TOML or JSON: `prompts = [...]`), or [PROMPT]; clear errors for either missing."""
+    import json
+    import tomllib
+
+    if args.storyboard is None:
+        if args.prompt is None:
+            raise UsageError("give a PROMPT (or --storyboard FILE)")
+        return [args.prompt]
+    if args.prompt is not None:
+        raise UsageError("give a PROMPT or --storyboard FILE, not both")
+    if args.batch != 1 or args.image is not None:
+        raise UsageError("--storyboard makes one video from text: no --batch or --image with it")
+    path = Path(args.storyboard)
+    if not path.is_file():
+        raise UsageError(f"storyboard {path} does not exist")
+    try:
+        data = json.loads(path.read_text()) if path.suffix == ".json" else tomllib.loads(path.read_text())
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise UsageError(
+            f"storyboard {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {e}"
+        ) from None
+    prompts = data.get("prompts") if isinstance(data, dict) else None
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise UsageError(f'storyboard {path} must hold `prompts = ["...", ...]`: one non-empty prompt per segment')
+    args.prompt = prompts[0]
+    return prompts

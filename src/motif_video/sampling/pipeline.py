@@ -82,6 +82,7 @@ class MotifVideoPipeline:
         self.source: str | None = None
         self.dtype = next(transformer.parameters()).dtype
         self.lora: dict | None = None  # the adapter merged in at loading, and its scale
+        self.manifest: dict = {}  # the weights' manifest.json (a run's recipe and defaults); {} for released weights
         self.last_cache: StepCache | None = None  # the last call's step cache (its counts)
         self.last_passes: str | None = None  # the last call's guidance passes ("batched" / "split")
         self.last_step_seconds: list[float] = []  # the last call's denoising step times
@@ -123,9 +124,8 @@ class MotifVideoPipeline:
                 raise ValueError(reason)
         if lora is not None and gguf is not None:
             raise ValueError("a LoRA adapter merges into full weights: use --lora without --gguf")
-        own = (
-            json.loads((root / "manifest.json").read_text()).get("lora") if (root / "manifest.json").is_file() else None
-        )
+        manifest = json.loads((root / "manifest.json").read_text()) if (root / "manifest.json").is_file() else {}
+        own = manifest.get("lora")
         if lora is not None and own and own.get("merged") and Path(lora).resolve() == (root / own["file"]).resolve():
             raise ValueError(
                 f"{root} already has {own['file']} merged in; give --lora with the base pipeline ({own.get('file')} "
@@ -162,6 +162,7 @@ class MotifVideoPipeline:
         guider_file = root / "guider" / "guider_config.json"
         guidance = GuidanceConfig.from_diffusers(json.loads(guider_file.read_text())) if guider_file.is_file() else None
         pipe = cls(transformer, vae, text_encoder, scheduler_config, guidance, device=device, offload=offload)
+        pipe.manifest = manifest
         pipe.source = str(root)
         pipe.dtype = dtype
         pipe.lora = None if lora is None else {"file": str(Path(lora).resolve()), "scale": lora_scale}
@@ -195,11 +196,15 @@ class MotifVideoPipeline:
         on_step=None,
         cache_threshold: float | None = None,
         guidance_passes: str = "auto",
+        prefix: Tensor | None = None,
     ) -> GenerationOutput:
         """Generate one video per prompt.
 
         image: the first frame for image-to-video, [3, H, W] in [-1, 1] at the output size
-        (`load_image` makes one). `generators` (one per video) override `seed`.
+        (`load_image` makes one). `prefix`: latent frames [Z, N, h, w] that the video continues (the first
+        N latent frames are given, mask 1 on them: sampling/extend.py), for models trained with a prefix
+        condition; with `image` as well, the image gives the image tokens. `generators` (one per video)
+        override `seed`.
         `cache_threshold`: step caching (sampling/cache.py), off when None; `self.last_cache` keeps
         its counts. `guidance_passes`: "batched", "split" or "auto" (sampling/sampler.py); the one
         used is kept in `self.last_passes` (None without guidance).
@@ -220,7 +225,8 @@ class MotifVideoPipeline:
             if guidance.active:
                 negative = self.text_encoder.encode([negative_prompt if negative_prompt is not None else ""] * batch)
             image_tokens = None
-            if image is not None:
+            if image is not None and self.transformer.cfg.image_dim is not None:  # a model without an image
+                # embedder (the embedded one) is conditioned by the first-frame latent alone
                 image_tokens = self.text_encoder.encode_image(((image[None] + 1) / 2).clamp(0, 1))
                 image_tokens = image_tokens.expand(batch, -1, -1)
 
@@ -232,7 +238,16 @@ class MotifVideoPipeline:
 
         # 3. First-frame condition: VAE latent at latent frame 0 and a mask channel (zeros for T2V).
         condition = torch.zeros(batch, z + 1, lf, lh, lw, device=self.device, dtype=dtype)
-        if image is not None and lf > 1:  # a single latent frame leaves nothing to condition
+        if prefix is not None:
+            given = prefix.shape[1]
+            if tuple(prefix.shape) != (z, given, lh, lw) or not 0 < given < lf:
+                raise ValueError(
+                    f"prefix latents must be [{z}, N, {lh}, {lw}] with 0 < N < {lf} latent frames, "
+                    f"got {tuple(prefix.shape)}"
+                )
+            condition[:, :z, :given] = prefix.to(self.device, dtype)
+            condition[:, z, :given] = 1.0
+        elif image is not None and lf > 1:  # a single latent frame leaves nothing to condition
             with self._on_device(self.vae):
                 first = self.vae.encode(image[None, :, None].to(self.vae.dtype), generator=generators[0])
             condition[:, :z, :1] = first.to(self.device, dtype)

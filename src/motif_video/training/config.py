@@ -42,6 +42,7 @@ class TextSection:
     # tokenizer/) encodes the captions on the fly: the curriculum's early and late text encoders.
     encoder: Literal["precomputed", "word", "sentence", "t5gemma2"] = "precomputed"
     path: str = ""
+    init_from: str = ""  # "word": a pipeline directory whose trained word-level encoder this one starts from
     dim: int = 64  # must equal the transformer's text_dim
     layers: int = 2
     heads: int = 4
@@ -133,6 +134,9 @@ class FlowSection:
     base_tokens: int = 256
     caption_dropout: float = 0.1  # for classifier-free guidance
     i2v_fraction: float = 0.25  # samples trained with the first-frame condition (image-to-video)
+    # batches conditioned on a random prefix of 1..F-1 latent frames (mask = 1 on them), the loss on
+    # the frames after it: what `motif-video extend` continues a video with (drawn after i2v_fraction)
+    prefix_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -230,6 +234,12 @@ class TrainConfig:
             )
         if not 0.0 <= self.flow.noise_fraction < 1.0:
             raise ValueError(f"flow.noise_fraction must be in [0, 1), got {self.flow.noise_fraction}")
+        f = self.flow
+        if min(f.i2v_fraction, f.prefix_fraction) < 0 or f.i2v_fraction + f.prefix_fraction > 1:
+            raise ValueError(
+                f"flow.i2v_fraction ({f.i2v_fraction}) and flow.prefix_fraction ({f.prefix_fraction}) must be "
+                ">= 0 and sum to at most 1"
+            )
         if not 0.0 <= self.flow.noise_phase_fraction <= 1.0:
             raise ValueError(f"flow.noise_phase_fraction must be in [0, 1], got {self.flow.noise_phase_fraction}")
         phase = self.flow.noise_phase

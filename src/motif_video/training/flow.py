@@ -64,6 +64,7 @@ def velocity_target(x0: Tensor, noise: Tensor) -> Tensor:
     return noise - x0
 
 
-def flow_loss(prediction: Tensor, target: Tensor) -> Tensor:
-    """Mean squared error, computed in float32."""
-    return (prediction.float() - target.float()).square().mean()
+def flow_loss(prediction: Tensor, target: Tensor, first_frame: int = 0) -> Tensor:
+    """Mean squared error over the latent frames from `first_frame` on (the frames before it are a
+    given condition: extension training), computed in float32."""
+    return (prediction[:, :, first_frame:].float() - target[:, :, first_frame:].float()).square().mean()

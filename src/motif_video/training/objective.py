@@ -95,6 +95,7 @@ class Inputs:
     route: Route | None
     pixels: Tensor | None  # [B, 3, F', H', W'] for the REPA teacher
     tokens: int  # video tokens per sample
+    loss_from: int  # the first latent frame in the loss (after an extension's conditioned prefix)
     variant_counts: list[int] | None  # samples given the long / short / truncated caption
 
 
@@ -138,14 +139,22 @@ def make_inputs(state, batch: dict, step: int) -> Inputs:
         text = torch.where(drop[:, None, None], state.data.null_text, text)
         text_mask = torch.where(drop[:, None], state.data.null_mask, text_mask)
 
-    # Image-to-video for a whole batch at a time (the model takes one set of image tokens per batch).
-    i2v = frames > 1 and torch.rand(1, generator=sample_generator(cfg.train.seed, step, -1)).item() < flow.i2v_fraction
+    # The condition, for a whole batch at a time (the model takes one set of image tokens per batch):
+    # image-to-video (the first latent frame), or extension (a random prefix of latent frames, the loss
+    # on the frames after it), or none.
+    u = torch.rand(1, generator=sample_generator(cfg.train.seed, step, -1)).item()
+    prefix = 0  # conditioned latent frames
+    if frames > 1 and u < flow.i2v_fraction:
+        prefix = 1
+    elif frames > 1 and u < flow.i2v_fraction + flow.prefix_fraction:
+        prefix = 1 + int(torch.randint(0, frames - 1, (1,), generator=sample_generator(cfg.train.seed, step, -2)))
     condition = torch.zeros(b, z + 1, frames, height, width)
     image_tokens = None
-    if i2v:
-        condition[:, :z, 0] = x0[:, :, 0]
-        condition[:, z, 0] = 1.0
+    if prefix:
+        condition[:, :z, :prefix] = x0[:, :, :prefix]
+        condition[:, z, :prefix] = 1.0
         image_tokens = batch.get("image_tokens")
+    loss_from = prefix if u >= flow.i2v_fraction else 0  # image-to-video keeps the loss on every frame
 
     route = None
     if cfg.tread.enabled:
@@ -169,6 +178,7 @@ def make_inputs(state, batch: dict, step: int) -> Inputs:
         route,
         pixels,
         tokens,
+        loss_from,
         None if pick is None else [pick.count(i) for i in range(3)],
     )
 
@@ -192,7 +202,7 @@ def losses(state, inputs: Inputs, rows: slice, repa_on: bool) -> tuple[Tensor, T
             route=route,
             capture=[cfg.repa.block] if repa_on else (),
         )
-        flow = flow_loss(out.velocity, inputs.target[rows].to(device))
+        flow = flow_loss(out.velocity, inputs.target[rows].to(device), inputs.loss_from)
         repa = torch.zeros((), device=device)
         if repa_on:
             frames, height, width = inputs.xt.shape[2:]

@@ -151,7 +151,15 @@ def build(cfg: TrainConfig, world: distributed.World | None = None, progress: bo
         vocab |= recipe.vocabulary()
         torch.manual_seed(cfg.train.seed + 2)
         t = cfg.text
-        text_encoder = WordTextEncoder(sorted(vocab), t.dim, t.layers, t.heads, t.max_len).to(world.device)
+        if t.init_from:  # a fine-tune of a pipeline with its own word-level encoder: start from it
+            text_encoder = WordTextEncoder.from_pretrained(Path(t.init_from) / "text_encoder", device=world.device)
+            missing = sorted(vocab - set(text_encoder.vocab))
+            if missing:
+                raise ValueError(
+                    f"the word-level encoder of {t.init_from} does not know {missing[:10]} (words of these captions)"
+                )
+        else:
+            text_encoder = WordTextEncoder(sorted(vocab), t.dim, t.layers, t.heads, t.max_len).to(world.device)
     frozen_text = None
     if cfg.text.encoder in ("sentence", "t5gemma2"):
         frozen_text = load_text_encoder(cfg.text.path, device=world.device)
