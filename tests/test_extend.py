@@ -92,6 +92,23 @@ def test_storyboard_writes_one_video_of_its_segments(prefix_model, tmp_path):
     assert refused.returncode == 2 and "must hold `prompts" in refused.stderr
 
 
+def test_given_frames_are_held_on_the_flow_path():
+    """The sampler holds an extension's given latent frames where training put them: (1 - t) given + t noise
+    at every step (t = timestep / 1000), and exactly `given` at the end; the other frames are untouched."""
+    import torch
+
+    from motif_video.sampling.sampler import Hold
+
+    given, noise = torch.randn(1, 4, 2, 3, 3), torch.randn(1, 4, 2, 3, 3)
+    state = torch.randn(1, 4, 5, 3, 3)
+    hold = Hold(given, noise)
+    for t, expected in ((1000.0, noise), (0.0, given), (250.0, 0.75 * given + 0.25 * noise)):
+        held = hold(state, torch.tensor(t))
+        torch.testing.assert_close(held[:, :, :2], expected)
+        assert torch.equal(held[:, :, 2:], state[:, :, 2:])
+    assert torch.equal(hold.final(state)[:, :, :2], given)
+
+
 def test_color_matching_moves_a_segment_to_the_reference_statistics():
     rng = np.random.default_rng(1)
     reference = rng.integers(40, 200, (4, 8, 8, 3), dtype=np.uint8)

@@ -295,6 +295,7 @@ class MotifVideoPipeline:
                 on_step=timed,
                 cache=cache,
                 passes=passes,
+                given=None if prefix is None else condition[:, :z, : prefix.shape[1]],
             )
 
         self.last_attention = sorted(attention_module.KERNELS)  # the kernels that ran (model/attention.py)

@@ -57,14 +57,20 @@ def sample(
     on_step: Callable[[int, int], None] | None = None,
     cache: StepCache | None = None,
     passes: str = "batched",
+    given: Tensor | None = None,
 ) -> Tensor:
     """Run the loop; returns the final latents. `on_step(i, n)` is called after every step
     (progress displays, cancellation: raise from it to stop). `cache`: step caching (cache.py).
-    `passes`: "batched" or "split" guidance passes (see the module text)."""
+    `passes`: "batched" or "split" guidance passes (see the module text). `given`: clean latents
+    [B, Z, N, h, w] of the first N latent frames (an extension's prefix): before every step those
+    frames of the state are set to where the path puts them at that time, (1 - t) given + t noise,
+    as training noised them (their own predictions are not trained), and at the end to `given`."""
     c = conditioning
     two = guidance.config.active
+    hold = None if given is None else Hold(given, latents[:, :, : given.shape[2]].clone())
     if two and passes == "split":
-        return _sample_split(transformer, latents, c, scheduler, timesteps, guidance, progress, on_step, cache)
+        latents = _sample_split(transformer, latents, c, scheduler, timesteps, guidance, progress, on_step, cache, hold)
+        return latents if hold is None else hold.final(latents)
     if two:
         # One batched pass for both texts: pad the shorter to the longer, masks mark the real tokens.
         text, mask = _stack_texts(c.text, c.text_mask, c.negative_text, c.negative_mask)
@@ -76,6 +82,7 @@ def sample(
     text = text.to(dtype)  # the conditioning in the transformer's dtype, whatever the encoders ran in
     image = None if image is None else image.to(dtype)
     for i, t in enumerate(tqdm(timesteps, desc="denoising", disable=not progress)):
+        latents = latents if hold is None else hold(latents, t)
         x = torch.cat([latents, latents]) if two else latents
         x = torch.cat([x, condition], dim=1).to(dtype)
         velocity = None
@@ -89,15 +96,36 @@ def sample(
         latents = scheduler.step(guidance(cond, uncond), t, latents, return_dict=False)[0]
         if on_step is not None:
             on_step(i, len(timesteps))
-    return latents
+    return latents if hold is None else hold.final(latents)
 
 
-def _sample_split(transformer, latents, c: Conditioning, scheduler, timesteps, guidance, progress, on_step, cache):
+class Hold:
+    """The given first latent frames of an extension, held on the flow path during sampling."""
+
+    def __init__(self, given: Tensor, noise: Tensor) -> None:
+        self.given, self.noise = given.to(noise), noise
+
+    def __call__(self, latents: Tensor, t: Tensor) -> Tensor:
+        s = (t.float() / 1000.0).to(latents.dtype)  # timesteps are on the 0..1000 scale: sigma = t / 1000
+        latents = latents.clone()
+        latents[:, :, : self.given.shape[2]] = (1 - s) * self.given + s * self.noise
+        return latents
+
+    def final(self, latents: Tensor) -> Tensor:
+        latents = latents.clone()
+        latents[:, :, : self.given.shape[2]] = self.given
+        return latents
+
+
+def _sample_split(
+    transformer, latents, c: Conditioning, scheduler, timesteps, guidance, progress, on_step, cache, hold
+):
     """The loop with the conditional and unconditional passes as two calls, each text unpadded."""
     dtype = next(transformer.parameters()).dtype
     texts = [(c.text.to(dtype), c.text_mask), (c.negative_text.to(dtype), c.negative_mask)]
     image = None if c.image_tokens is None else c.image_tokens.to(dtype)
     for i, t in enumerate(tqdm(timesteps, desc="denoising", disable=not progress)):
+        latents = latents if hold is None else hold(latents, t)
         x = torch.cat([latents, c.condition], dim=1).to(dtype)
         times = t.expand(x.shape[0])
         velocity = None
