@@ -87,6 +87,9 @@ def test_studio_extends_a_video_it_made(studio, tmp_path):
     assert record["extends"] == first.name and longer.with_suffix(".json").is_file()
     with pytest.raises(ValueError, match="generate a video first"):
         studio.extend(None, PROMPT, "", 0, 2, 2.0)
+    copy = tmp_path / first.name  # the page's own copy of a shown video continues that video
+    copy.write_bytes(first.read_bytes())
+    assert studio.extend(str(copy), PROMPT, "", 0, 2, 2.0)[1]["extends"] == first.name
     elsewhere = tmp_path / "other.mp4"
     elsewhere.write_bytes(first.read_bytes())
     with pytest.raises(ValueError, match="continues a video this page made"):

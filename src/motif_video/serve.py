@@ -182,8 +182,10 @@ class Studio:
 
         if not video:
             raise ValueError("generate a video first: Extend continues the video shown")
-        source = Path(video).resolve()
-        if source.parent != self.out_dir.resolve() or not source.is_file():  # only what this page wrote
+        # Gradio hands over its own copy of the shown video: continue the page's file of that name (names
+        # carry 128 random bits, so only a video this page made, and shown to this client, is found)
+        source = self.out_dir / Path(video).name
+        if not Path(video).name.startswith("motif-video-") or not source.is_file():
             raise ValueError("Extend continues a video this page made; generate one first")
         seed, steps = _whole(seed, "seed"), _whole(steps, "steps")
         if guidance_scale is None or not 0 <= float(guidance_scale) <= 30:
