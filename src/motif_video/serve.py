@@ -130,24 +130,12 @@ class Studio:
             raise ValueError(f"unknown length {length!r}; choose one of {list(self.presets.lengths)}")
         height, width = self.presets.sizes[size]
         frames = self.presets.lengths[length]
-        seed, steps = _whole(seed, "seed"), _whole(steps, "steps")
-        if not 0 <= seed <= MAX_SEED:
-            raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
-        if guidance_scale is None or not 0 <= float(guidance_scale) <= 30:
-            raise ValueError(f"guidance scale must be between 0 and 30, got {guidance_scale}")
+        seed, steps, guidance = self._settings(seed, steps, guidance_scale)
         validate_request([prompt or ""], height, width, frames, steps, *request_factors(self.weights))
         if image and not self.image_to_video:
             raise ValueError("this model has no image encoder: image-to-video needs the released weights")
         first = load_image(image, height, width) if image else None
-        with self._lock:  # a Cancel pressed before this generation started does not stop it
-            self._cancelled.discard(session)
-        guidance = self.pipe.guidance.with_kind(self.pipe.guidance.kind, float(guidance_scale))
-
-        def on_step(i: int, n: int) -> None:
-            self._check_cancelled(session, i + 1, n)
-            if progress is not None:
-                progress((i + 1, n), desc="denoising", unit="steps")
-
+        on_step = self._start(session, progress, "denoising")
         started = time.time()
         result = self.pipe(
             prompt,
@@ -187,21 +175,11 @@ class Studio:
         source = self.out_dir / Path(video).name
         if not Path(video).name.startswith("motif-video-") or not source.is_file():
             raise ValueError("Extend continues a video this page made; generate one first")
-        seed, steps = _whole(seed, "seed"), _whole(steps, "steps")
-        if guidance_scale is None or not 0 <= float(guidance_scale) <= 30:
-            raise ValueError(f"guidance scale must be between 0 and 30, got {guidance_scale}")
+        seed, steps, guidance = self._settings(seed, steps, guidance_scale)
         frames, _ = read_video(source)
         validate_request([prompt or ""], frames.shape[1], frames.shape[2], 1, steps, *request_factors(self.weights))
         segment = min(self.presets.lengths.values())
-        with self._lock:
-            self._cancelled.discard(session)
-        guidance = self.pipe.guidance.with_kind(self.pipe.guidance.kind, float(guidance_scale))
-
-        def on_step(i: int, n: int) -> None:
-            self._check_cancelled(session, i + 1, n)
-            if progress is not None:
-                progress((i + 1, n), desc="extending", unit="steps")
-
+        on_step = self._start(session, progress, "extending")
         started = time.time()
         result = extend(
             self.pipe,
@@ -218,6 +196,27 @@ class Studio:
         settings = dict(prompt=prompt, negative_prompt=negative_prompt, image=None, seed=seed, steps=steps)
         extra = {"extends": source.name, "segments": {"overlap": result.overlap, "seams": result.seams}}
         return self._write(result.frames, settings, guidance, started, extra)
+
+    def _settings(self, seed, steps, guidance_scale) -> tuple[int, int, object]:
+        """The page's seed, steps and guidance scale checked; the guidance config at that scale."""
+        seed, steps = _whole(seed, "seed"), _whole(steps, "steps")
+        if not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {seed}")
+        if guidance_scale is None or not 0 <= float(guidance_scale) <= 30:
+            raise ValueError(f"guidance scale must be between 0 and 30, got {guidance_scale}")
+        return seed, steps, self.pipe.guidance.with_kind(self.pipe.guidance.kind, float(guidance_scale))
+
+    def _start(self, session: str, progress, desc: str):
+        """The step callback of one request: progress on the page, and a stop when its Cancel was pressed."""
+        with self._lock:  # a Cancel pressed before this request started does not stop it
+            self._cancelled.discard(session)
+
+        def on_step(i: int, n: int) -> None:
+            self._check_cancelled(session, i + 1, n)
+            if progress is not None:
+                progress((i + 1, n), desc=desc, unit="steps")
+
+        return on_step
 
     def _write(self, frames, settings: dict, guidance, started: float, extra: dict) -> tuple[Path, dict]:
         number = next(self._count)
