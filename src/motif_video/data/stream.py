@@ -44,23 +44,32 @@ KINDS = {"V": 0, "I": 1, "A": 2}  # A: any bucket (no stage pattern)
 
 @dataclass
 class Index:
+    """Per sample a few numbers, not its text: the plan of a 10M-clip set holds ~100 MB of arrays."""
+
     shards: list[Path]
     shard: np.ndarray  # [N] shard number of every sample
-    keys: list[str]
-    buckets: list[str]  # bucket name of every sample ("FxHxW", pixels)
-    captions: list[str]
-    variants: list[list[str] | None]  # [long, short, truncated] where a captioner wrote three
+    bucket_names: list[str]  # the set's buckets ("FxHxW", pixels), sorted
+    bucket: np.ndarray  # [N] index into bucket_names
     text_tokens: np.ndarray  # [N] longest text-state length over the sample's variants (0: no states)
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.shard)
+
+    @property
+    def buckets(self) -> list[str]:
+        """The bucket name of every sample."""
+        return [self.bucket_names[b] for b in self.bucket]
+
+    def counts(self) -> dict[str, int]:
+        counts = np.bincount(self.bucket, minlength=len(self.bucket_names)).tolist()
+        return dict(zip(self.bucket_names, counts, strict=True))
 
     def fingerprint(self) -> str:
         """Changes when a shard is added, removed or rewritten."""
         h = hashlib.sha1()
         for path in self.shards:
             stat = path.stat()
-            h.update(f"{path.name}:{stat.st_size}:{len(self.keys)}".encode())
+            h.update(f"{path.name}:{stat.st_size}:{len(self)}".encode())
         return h.hexdigest()[:16]
 
 
@@ -77,17 +86,26 @@ def read_index(path: str | Path) -> Index:
     shards = sorted(path.glob("shard-*.tar"))
     if not shards:
         raise FileNotFoundError(f"{path} has no precomputed shards (run `motif-video precompute` first)")
-    numbers, keys, buckets, captions, variants, tokens = [], [], [], [], [], []
+    numbers, buckets, tokens = [], [], []
     for number, shard in enumerate(shards):
-        rows = _shard_rows(shard)
-        for row in rows:
+        for row in _shard_rows(shard):
             numbers.append(number)
-            keys.append(row["key"])
             buckets.append(row["bucket"])
-            captions.append(row["caption"])
-            variants.append(row.get("captions"))
             tokens.append(row.get("text_tokens", 0))
-    return Index(shards, np.array(numbers, np.int32), keys, buckets, captions, variants, np.array(tokens, np.int64))
+    names = sorted(set(buckets))
+    ids = {name: i for i, name in enumerate(names)}
+    bucket = np.array([ids[b] for b in buckets], np.int32)
+    return Index(shards, np.array(numbers, np.int32), names, bucket, np.array(tokens, np.int64))
+
+
+def read_captions(path: str | Path) -> list[str]:
+    """Every caption the set can show a model (all three variants where there are three), read from
+    the index files: for the word-level encoder's vocabulary (small sets; not kept in the Index)."""
+    out = []
+    for shard in sorted(Path(path).glob("shard-*.tar")):
+        for row in _shard_rows(shard):
+            out += row.get("captions") or [row["caption"]]
+    return out
 
 
 def _shard_rows(shard: Path) -> list[dict]:
@@ -138,8 +156,8 @@ def plan_epoch(index: Index, settings: PlanSettings, epoch: int, first_step: int
     step pattern continues across epochs)."""
     s = settings
     rng = np.random.default_rng([s.seed, epoch])
-    names = sorted(set(index.buckets))
-    bucket_of = np.array([names.index(b) for b in index.buckets])
+    names = index.bucket_names
+    bucket_of = index.bucket
     admitted = np.array([not s.buckets or name in s.buckets for name in names])
     is_image = np.array([name.split("x")[0] == "1" for name in names])
     has_images = bool((is_image & admitted).any())
@@ -220,7 +238,7 @@ def write_plans(plan_dir: Path, index: Index, settings: PlanSettings, steps: int
         parts = plan_epoch(index, settings, epoch, start)
         length = len(parts[0]["kind"])
         if length == 0:
-            counts = {b: index.buckets.count(b) for b in sorted(set(index.buckets))}
+            counts = index.counts()
             raise ValueError(
                 f"no step of epoch {epoch} can be filled: {settings.world} rank(s) x {settings.video_batch} video / "
                 f"{settings.image_batch} image samples per step on one bucket, from {len(index.shards)} shard(s) "
@@ -380,16 +398,8 @@ class StreamedShards:
     ) -> None:
         self.root = Path(path)
         self.index = read_index(self.root)
-        self.seed, self.with_video, self.workers, self.prefetch, self.window = (
-            seed,
-            with_video,
-            workers,
-            prefetch,
-            window,
-        )
-        self.captions = [
-            c for caption, v in zip(self.index.captions, self.index.variants, strict=True) for c in (v or [caption])
-        ]
+        self.seed, self.with_video, self.window = seed, with_video, window
+        self.workers, self.prefetch = workers, prefetch
         self.has_text = bool(self.index.text_tokens.min() > 0)
         self.text_len = 0
         if self.has_text:
@@ -401,6 +411,11 @@ class StreamedShards:
         self._iterator = None
         self._next = -1
         self._pending: dict[int, dict] = {}
+
+    @property
+    def captions(self) -> list[str]:
+        """Every caption of the set (read on demand: only the word-level encoder's vocabulary needs it)."""
+        return read_captions(self.root)
 
     def first(self) -> dict:
         """The first sample of the first shard (its latent shape, its text width)."""
@@ -437,9 +452,9 @@ class StreamedShards:
             world, batch_size // world, image_batch_size // world, pattern, self.seed, self.window, tuple(buckets)
         )
         self.plan_dir, self.rank = Path(plan_dir), rank
-        if buckets and not set(buckets) & set(self.index.buckets):
+        if buckets and not set(buckets) & set(self.index.bucket_names):
             raise ValueError(
-                f"none of the shards' buckets {sorted(set(self.index.buckets))} in {self.root} is one of the stage's "
+                f"none of the shards' buckets {self.index.bucket_names} in {self.root} is one of the stage's "
                 f"{list(buckets)}"
             )
         if is_main:
@@ -496,7 +511,7 @@ def stage_buckets(index: Index, frame_buckets, image_size, video_size, tolerance
     """The index's buckets a curriculum stage trains on: frame counts in `frame_buckets` (1: images),
     pixel area within `tolerance` of the stage's image or video size."""
     out = []
-    for name in sorted(set(index.buckets)):
+    for name in index.bucket_names:
         frames, height, width = (int(v) for v in name.split("x"))
         size = image_size if frames == 1 else video_size
         area = size[0] * size[1]

@@ -193,7 +193,7 @@ def build(cfg: TrainConfig, world: distributed.World | None = None, progress: bo
         )
         if stage.name and not admitted:
             raise ValueError(
-                f"stage {stage.name}: none of the data's buckets {sorted(set(data.index.buckets))} has the stage's "
+                f"stage {stage.name}: none of the data's buckets {data.index.bucket_names} has the stage's "
                 f"frame counts {list(stage.frame_buckets)} and sizes (images {stage.image_size[1]}x"
                 f"{stage.image_size[0]}, videos {stage.video_size[1]}x{stage.video_size[0]})"
             )
