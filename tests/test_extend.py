@@ -128,6 +128,9 @@ def test_color_matching_moves_a_segment_to_the_reference_statistics():
         (["--overlap", "0"], "--overlap must be >= 1 latent frame"),
         (["WRONGSIZE"], "the video is 48x48; this model makes 32x32"),
         (["MISSING"], "does not exist"),
+        (["--frames", "1"], "continuing a video needs segments of at least 5 frames"),
+        (["--fps", "0"], "--fps must be >= 1, got 0"),
+        (["OUT_IS_INPUT"], "is the video being extended; name another file"),
     ],
 )
 def test_bad_input_is_refused_with_one_line(prefix_model, tmp_path, args, message):
@@ -137,8 +140,10 @@ def test_bad_input_is_refused_with_one_line(prefix_model, tmp_path, args, messag
     source = {"WRONGSIZE": tmp_path / "wrong.mp4", "MISSING": tmp_path / "missing.mp4"}.get(
         args[0], tmp_path / "ok.mp4"
     )
-    extra = [a for a in args if a not in ("WRONGSIZE", "MISSING")]
-    result = run("extend", str(source), "a red circle moves up", "--weights", str(prefix_model), *extra, *FAST)
+    extra = [a for a in args if a not in ("WRONGSIZE", "MISSING", "OUT_IS_INPUT")]
+    if "OUT_IS_INPUT" in args:
+        extra += ["--out", str(tmp_path / "ok.mp4")]
+    result = run("extend", str(source), "a red circle moves up", "--weights", str(prefix_model), *FAST, *extra)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not Path(str(source).replace(".mp4", "-extended.mp4")).exists()

@@ -392,15 +392,19 @@ def extend(args: argparse.Namespace) -> int:
         video, fps = read_video(source)
     except Exception as e:  # noqa: BLE001 (any decoder failure is the same message)
         raise UsageError(f"cannot read video {source}: {e}") from None
-    args.fps = args.fps or int(round(fps))
+    args.fps = int(round(fps)) if args.fps is None else args.fps
     fill_defaults(args, weights, {"frames": 49, "steps": 50, "negative_prompt": None})
     if args.segments < 1:
         raise UsageError(f"--segments must be >= 1, got {args.segments}")
     if args.overlap is not None and args.overlap < 1:
         raise UsageError(f"--overlap must be >= 1 latent frame, got {args.overlap}")
+    if args.fps < 1:
+        raise UsageError(f"--fps must be >= 1, got {args.fps}")
     out = Path(args.out) if args.out else source.with_name(source.stem + "-extended.mp4")
     if out.suffix.lower() != ".mp4":
         raise UsageError(f"--out must name an .mp4 file, got {out}")
+    if out.resolve() == source.resolve():
+        raise UsageError(f"--out {out} is the video being extended; name another file")
     check_writable(out)
     started = time.time()
     pipe = load_pipeline(args, weights)
@@ -468,7 +472,11 @@ def write_segments(args, pipe, weights, result, out: Path, guidance, negative, s
         record["segments"].update(seam_difference=round(across, 3), inside_difference=round(inside, 3))
     record.update(extra)
     write_json(record, out.with_suffix(".json"))
-    print(f"wrote {out} ({len(result.frames)} frames in {len(result.prompts)} segments, seams at {result.seams})")
+    new = len(result.seams)
+    parts = f"{len(result.prompts)} segment{'s' * (len(result.prompts) != 1)}"
+    if "extends" in extra:
+        parts = f"the input + {new} new segment{'s' * (new != 1)}"
+    print(f"wrote {out} ({len(result.frames)} frames: {parts}, seams at {result.seams})")
 
 
 def read_storyboard(args: argparse.Namespace) -> list[str]:

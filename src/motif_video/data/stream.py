@@ -244,7 +244,11 @@ def write_plans(plan_dir: Path, index: Index, settings: PlanSettings, steps: int
                 f"{settings.image_batch} image samples per step on one bucket, from {len(index.shards)} shard(s) "
                 f"with buckets {counts}"
                 + (f" (admitted: {list(settings.buckets)})" if settings.buckets else "")
-                + "; lower data.batch_size or raise data.window"
+                + (
+                    "; lower data.batch_size"
+                    if settings.video_batch * settings.world > len(index)
+                    else "; lower data.batch_size or raise data.window"
+                )
             )
         folder = plan_dir / f"epoch-{epoch:04d}"
         folder.mkdir(parents=True, exist_ok=True)

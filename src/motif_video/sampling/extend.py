@@ -57,6 +57,11 @@ def check_video(pipe, video: np.ndarray, overlap: int, segment_frames: int) -> N
         )
     temporal = pipe.vae.temporal_factor
     latent_frames = (segment_frames - 1) // temporal + 1
+    if latent_frames < 2:
+        raise ValueError(
+            f"segments of {segment_frames} frames leave nothing to add: continuing a video needs segments of at "
+            f"least {temporal + 1} frames"
+        )
     if not 1 <= overlap < latent_frames:
         raise ValueError(
             f"--overlap must be 1 to {latent_frames - 1} latent frames for {segment_frames}-frame segments"
