@@ -294,6 +294,7 @@ class RankStream(torch.utils.data.IterableDataset):
         record = json.loads((self.plan_dir / "plan.json").read_text())
         epochs, shard_names = record["epochs"], record["shards"]
         epoch, position = locate(epochs, self.start)
+        first_ids = _shard_offsets(self.plan_dir)  # the id of each shard's first sample, read once
         counter = 0  # windows handed out so far, over epochs: the worker split
         for e in range(epoch, len(epochs)):
             with np.load(self.plan_dir / f"epoch-{e:04d}" / f"rank{self.rank}.npz") as f:
@@ -307,20 +308,18 @@ class RankStream(torch.utils.data.IterableDataset):
                 if (counter - 1) % workers != worker:
                     continue
                 lo = 0 if w == 0 else int(plan["window_ends"][w - 1])
-                names = [shard_names[n] for n in plan["shards"][lo : plan["window_ends"][w]]]
+                window = [(shard_names[n], first_ids[n]) for n in plan["shards"][lo : plan["window_ends"][w]]]
                 wanted = {int(i) for s in steps_of_window[w] for i in plan["samples"][s] if i >= 0}
-                samples = self._read(names, wanted)
+                samples = self._read(window, wanted)
                 for s in steps_of_window[w]:
                     ids = [int(i) for i in plan["samples"][s] if i >= 0]
                     yield epochs[e]["start"] + s, self._collate([samples.pop(i) for i in ids])
 
-    def _read(self, names: list[str], wanted: set[int]) -> dict[int, dict]:
-        """The wanted samples of the window's shards, each shard read once, front to back."""
-        shards = json.loads((self.plan_dir / "plan.json").read_text())["shards"]
-        offsets = _shard_offsets(self.plan_dir)
+    def _read(self, window: list[tuple[str, int]], wanted: set[int]) -> dict[int, dict]:
+        """The wanted samples of the window's shards (name, id of its first sample), each shard read
+        once, front to back."""
         out = {}
-        for name in names:
-            base = offsets[shards.index(name)]
+        for name, base in window:
             self.opened.append(name)
             with tarfile.open(self.root / name, "r|") as tar:
                 row, last = -1, None
@@ -341,6 +340,7 @@ class RankStream(torch.utils.data.IterableDataset):
                         entry["mp4"] = data
         missing = wanted - set(out)
         if missing:
+            names = [name for name, _ in window]
             raise ValueError(f"the shards {names} in {self.root} no longer hold {len(missing)} planned samples")
         return out
 
