@@ -4,7 +4,6 @@ a model trained for it, seams, drift control, and bad input."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,6 +89,29 @@ def test_storyboard_writes_one_video_of_its_segments(prefix_model, tmp_path):
     bad.write_text('{"prompts": []}')
     refused = run("generate", "--storyboard", str(bad), "--weights", str(prefix_model), *FAST)
     assert refused.returncode == 2 and "must hold `prompts" in refused.stderr
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('prompts = ["a red circle moves up \u00e9"]'.encode("latin-1"))
+    for wrong, message in (
+        (latin, f"storyboard {latin} is not UTF-8 text"),
+        (tmp_path, f"storyboard {tmp_path} is a folder; give the TOML or JSON file"),
+    ):
+        refused = run("generate", "--storyboard", str(wrong), "--weights", str(prefix_model), *FAST)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text('prompts = ["a red circle moves up", "a red elephant moves up"]\n')
+    refused = run("generate", "--storyboard", str(unknown), "--weights", str(prefix_model), "--out",
+                  str(tmp_path / "never.mp4"), *FAST)  # fmt: skip
+    assert (
+        refused.returncode == 2 and "storyboard prompt 2 ('a red elephant moves up'): unknown words" in refused.stderr
+    )
+    assert not (tmp_path / "never.mp4").exists()  # refused before the first segment
+    plain = run("generate", "a red circle moves up", "--no-color-match", "--weights", str(prefix_model), *FAST)
+    assert plain.returncode == 2 and "--no-color-match goes with --storyboard" in plain.stderr
+    kept = run("generate", "--storyboard", str(tmp_path / "board.toml"), "--no-color-match", "--weights",
+               str(prefix_model), "--out", str(tmp_path / "raw.mp4"), *FAST)  # fmt: skip
+    assert kept.returncode == 0, kept.stderr
+    assert json.loads((tmp_path / "raw.json").read_text())["color_match"] is False
+    assert json.loads((tmp_path / "story.json").read_text())["color_match"] is True
 
 
 def test_given_frames_are_held_on_the_flow_path():
@@ -128,6 +150,7 @@ def test_color_matching_moves_a_segment_to_the_reference_statistics():
         (["--overlap", "0"], "--overlap must be >= 1 latent frame"),
         (["WRONGSIZE"], "the video is 48x48; this model makes 32x32"),
         (["MISSING"], "does not exist"),
+        (["FOLDER"], "is a folder; give the video file to extend"),
         (["--frames", "1"], "continuing a video needs segments of at least 5 frames"),
         (["--fps", "0"], "--fps must be >= 1, got 0"),
         (["OUT_IS_INPUT"], "is the video being extended; name another file"),
@@ -137,13 +160,12 @@ def test_bad_input_is_refused_with_one_line(prefix_model, tmp_path, args, messag
     video = np.zeros((9, 32, 32, 3), np.uint8)
     write_mp4(video, tmp_path / "ok.mp4", fps=8)
     write_mp4(np.zeros((9, 48, 48, 3), np.uint8), tmp_path / "wrong.mp4", fps=8)
-    source = {"WRONGSIZE": tmp_path / "wrong.mp4", "MISSING": tmp_path / "missing.mp4"}.get(
-        args[0], tmp_path / "ok.mp4"
-    )
-    extra = [a for a in args if a not in ("WRONGSIZE", "MISSING", "OUT_IS_INPUT")]
+    named = {"WRONGSIZE": tmp_path / "wrong.mp4", "MISSING": tmp_path / "missing.mp4", "FOLDER": tmp_path}
+    source = named.get(args[0], tmp_path / "ok.mp4")
+    extra = [a for a in args if a not in ("WRONGSIZE", "MISSING", "FOLDER", "OUT_IS_INPUT")]
     if "OUT_IS_INPUT" in args:
         extra += ["--out", str(tmp_path / "ok.mp4")]
     result = run("extend", str(source), "a red circle moves up", "--weights", str(prefix_model), *FAST, *extra)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
-    assert not Path(str(source).replace(".mp4", "-extended.mp4")).exists()
+    assert not list(tmp_path.glob("*-extended.*"))  # nothing written

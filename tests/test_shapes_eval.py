@@ -10,6 +10,7 @@ from test_cli import run
 
 from motif_video.data import world
 from motif_video.eval.shapes import benchmark_scenes, evaluate, score
+from motif_video.media import read_video
 
 
 def _render(scene, frames=17):
@@ -65,6 +66,25 @@ def test_report_splits_trained_and_held_out(tmp_path):
     assert run("eval", "vbench").returncode == 2
 
 
+def test_the_autoencoders_ceiling_scores_the_renders_after_encode_and_decode(tmp_path):
+    """--reference --through-vae: the world's renders through the weights' autoencoder, scored (the most a
+    model on those latents can reach). The embedded model's linear patch decoder loses some shape."""
+    out = tmp_path / "ceiling"
+    result = run("eval", "shapes", "--reference", "--through-vae", "--count", "4", "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["source"].startswith("reference renders through the autoencoder of ")
+    for split in ("trained", "held_out"):
+        m = report[split]["mean"]
+        assert m["color"] == 1.0 and m["motion"] == 1.0  # the decoder keeps colour and motion
+    plain = run("eval", "shapes", "--reference", "--count", "4", "--out", str(tmp_path / "plain"), "--quiet")
+    assert plain.returncode == 0, plain.stderr
+    a, b = (read_video(next((folder / "videos").glob("000-*.mp4")))[0] for folder in (out, tmp_path / "plain"))
+    assert 0.5 < np.abs(a.astype(int) - b.astype(int)).mean() < 20  # decoded renders, not the renders
+    refused = run("eval", "shapes", "--through-vae", "--count", "1", "--out", str(tmp_path / "x"))
+    assert refused.returncode == 2 and "--through-vae goes with --reference" in refused.stderr
+
+
 def test_model_report_has_videos_metrics_and_the_attention_figure(tmp_path):
     out = tmp_path / "ev"
     result = run("eval", "shapes", "--count", "1", "--steps", "2", "--out", str(out), "--quiet")  # embedded model
@@ -74,3 +94,21 @@ def test_model_report_has_videos_metrics_and_the_attention_figure(tmp_path):
     assert (out / "attention.png").stat().st_size > 10_000
     blocks = json.loads((out / "attention.json").read_text())["blocks"]
     assert [b["stage"] for b in blocks.values()] == ["dual"] * 2 + ["single"] * 4 + ["decoder"] * 2
+
+
+def test_shape_diagnosis_scores_every_stage_of_the_chain(tmp_path):
+    """analyze shapes: renders, the autoencoder, its first k channels, and the model's clean estimates;
+    the renders are the ceiling, and the model's estimate from a lightly noised clip keeps its colour."""
+    out = tmp_path / "loss"
+    result = run("analyze", "shapes", "--count", "2", "--out", str(out), "--quiet")  # the embedded model
+    assert result.returncode == 0, result.stderr
+    rows = {r["stage"]: r for r in json.loads((out / "shape-loss.json").read_text())["stages"]}
+    assert list(rows)[:2] == ["renders", "autoencoder"] and "first 4 of 16 channels" in rows
+    assert {f"clean estimate, t = {t}" for t in ("0.25", "0.5", "0.75", "0.9", "1")} <= set(rows)
+    for split in ("trained", "held_out"):
+        assert rows["renders"][split]["shape"] == 1.0 and rows["renders"][split]["color"] == 1.0
+        assert rows["clean estimate, t = 0.25"][split]["color"] == 1.0
+        assert rows["first 4 of 16 channels"][split]["shape"] <= rows["autoencoder"][split]["shape"]
+    assert "| renders |" in (out / "shape-loss.md").read_text()
+    refused = run("analyze", "attention", "--count", "1")
+    assert refused.returncode == 2 and "analyze attention needs --prompt" in refused.stderr

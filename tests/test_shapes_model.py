@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,25 @@ def test_generate_without_weights_uses_the_embedded_model(tmp_path):
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert sidecar["weights"] == str(EMBEDDED.resolve()) and sidecar["negative_prompt"] == ""
     assert sidecar["steps"] == manifest(EMBEDDED)["defaults"]["steps"]
+
+
+def test_the_shipped_4step_student_samples_in_4_passes_by_name(tmp_path):
+    """`--weights shapes-tiny-4step`: the distilled student, by name, with its own defaults: 4 steps, the
+    conditional pass only; its manifest records the teacher, the schedule and the guidance folded in."""
+    from motif_video.embedded import embedded_weights as shipped_model
+
+    student = shipped_model("shapes-tiny-4step")
+    info = manifest(student)
+    assert info["distilled"]["teacher"] == "shapes-tiny" and info["distilled"]["teacher_steps"] == 20
+    assert info["defaults"]["steps"] == 4 and "shapes_benchmark" in info["metrics"]
+    absolute = re.findall(r'"(/[^"]*)"', json.dumps(info))
+    assert not absolute, absolute  # a shipped manifest names no folder of the machine that made it
+    out = tmp_path / "student.mp4"
+    result = run("generate", "a red circle moves to the left", "--weights", "shapes-tiny-4step", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["steps"] == 4 and sidecar["guidance_passes"] is None and sidecar["distilled"]["steps"] == 4
+    assert sidecar["weights"] == str(student.resolve())
 
 
 def test_unknown_words_are_refused_with_the_vocabulary(tmp_path):

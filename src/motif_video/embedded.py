@@ -19,15 +19,39 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 EMBEDDED = Path(__file__).parent / "weights" / "shapes-tiny"
+DEFAULT = "shapes-tiny"  # the shipped models are folders of weights/, named by their folder
 
 
-def embedded_weights() -> Path:
-    if not (EMBEDDED / "manifest.json").is_file():
+def shipped() -> list[str]:
+    """The names of the models shipped in the package (shapes-tiny, shapes-tiny-4step, ...)."""
+    folders = EMBEDDED.parent.iterdir()
+    return sorted(p.name for p in folders if "." not in p.name and (p / "manifest.json").is_file())
+
+
+def embedded_weights(name: str = DEFAULT) -> Path:
+    """The folder of the shipped model `name` (default: the embedded default model)."""
+    folder = EMBEDDED if name == DEFAULT else EMBEDDED.parent / name
+    if not (folder / "manifest.json").is_file():
+        if name != DEFAULT:
+            raise FileNotFoundError(f"no shipped model {name!r}; the shipped ones: {', '.join(shipped())}")
         raise FileNotFoundError(
-            f"the embedded model is missing from this installation ({EMBEDDED}); reinstall motif-video, "
+            f"the embedded model is missing from this installation ({folder}); reinstall motif-video, "
             "or pass --weights DIR"
         )
-    return EMBEDDED
+    return folder
+
+
+def resolve_weights(weights: str | Path | None) -> Path:
+    """--weights: a folder, the name of a shipped model, or None (the embedded default model). A folder
+    wins over a shipped model of the same name; neither is an error naming the shipped ones."""
+    if weights is None:
+        return embedded_weights()
+    path = Path(weights)
+    if path.exists():
+        return path
+    if str(weights) in shipped():
+        return embedded_weights(str(weights))
+    raise FileNotFoundError(f"--weights {weights}: no such folder, and not a shipped model ({', '.join(shipped())})")
 
 
 def manifest(root: str | Path) -> dict:
@@ -59,7 +83,9 @@ def embed(
         save_file(tensors, str(file), metadata={"format": "pt"})
     if eval_report is not None:
         report = json.loads(Path(eval_report).read_text())
-        info["metrics"]["shapes_benchmark"] = {split: report[split]["mean"] for split in ("trained", "held_out")}
+        info.setdefault("metrics", {})["shapes_benchmark"] = {
+            split: report[split]["mean"] for split in ("trained", "held_out")
+        }
     if command:
         info["command"] = command
     if guidance_scale is not None:
@@ -68,10 +94,26 @@ def embed(
     if steps is not None:
         info["defaults"]["steps"] = steps
     info["dtype"] = "float16"
+    info = portable(info, Path.cwd())
     (partial / "manifest.json").write_text(json.dumps(info, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     partial.rename(out)
     return out
+
+
+def portable(value, cwd: Path):
+    """A manifest without this machine's paths: the package's shipped models by name, paths under `cwd`
+    relative to it (a shipped manifest says how it was made, not where)."""
+    if isinstance(value, dict):
+        return {k: portable(v, cwd) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, cwd) for v in value]
+    if isinstance(value, str) and value.startswith("/"):
+        path = Path(value)
+        for root in (EMBEDDED.parent.resolve(), cwd.resolve()):
+            if path == root or root in path.parents:
+                return path.relative_to(root).as_posix()
+    return value
 
 
 def main() -> None:

@@ -100,6 +100,18 @@ class Studio:
         self._count = itertools.count()
         out_dir.mkdir(parents=True, exist_ok=True)
 
+    def description(self) -> str:
+        """The page's line about the loaded weights (a distilled student says so: its steps, one pass)."""
+        text = f"Weights: `{self.weights.name}`"
+        student = self.pipe.manifest.get("distilled")
+        if student:
+            teacher = Path(student["teacher"]).name
+            text += (
+                f" · a {student['steps']}-step student of `{teacher}` (one pass per step, its guidance folded in: "
+                "guidance scale 1 keeps it that way)"
+            )
+        return text + " · one generation at a time; others wait in line."
+
     def cancel(self, session: str) -> None:
         with self._lock:
             self._cancelled.add(session)
@@ -263,7 +275,7 @@ def build_app(studio: Studio):
 
     p = studio.presets
     with gr.Blocks(title="motif-video") as app:
-        gr.Markdown(f"# motif-video\nWeights: `{studio.weights.name}` · one generation at a time; others wait in line.")
+        gr.Markdown(f"# motif-video\n{studio.description()}")
         with gr.Row():
             with gr.Column():
                 prompt = gr.Textbox(label="Prompt", lines=2, elem_id="prompt")

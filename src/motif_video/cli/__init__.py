@@ -3,7 +3,7 @@ each command calls the package's Python API, which holds the work.
 
     generate.py   generate, serve
     data.py       curate, caption, select, prepare, precompute
-    train.py      train, export, curriculum, plan
+    train.py      train, distill, export, curriculum, plan
     evaluate.py   eval, analyze
     model.py      info, convert
 
@@ -45,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command in (
         "train",
+        "distill",
         "curriculum",
         "curate",
     ):  # overrides may come after options: `train cfg.toml --quiet a.b=1`
@@ -57,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             quiet_libraries()
         return args.run(args)
     except KeyboardInterrupt:
-        if args.command in ("train", "curriculum", "curate", "caption", "prepare", "precompute"):
+        if args.command in ("train", "distill", "curriculum", "curate", "caption", "prepare", "precompute"):
             kept = "finished work (checkpoints, parts, shards) is kept: run the same command again to resume"
         else:
             kept = "no partial output was kept"

@@ -64,7 +64,8 @@ def add_weights_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weights",
         default=None,
-        help="pipeline directory in the official layout (default: the embedded shapes-world model)",
+        help="a pipeline directory in the official layout, or a shipped model's name: shapes-tiny (the "
+        "embedded shapes-world model, the default) or shapes-tiny-4step (its 4-step distilled student)",
     )
 
 
@@ -81,10 +82,10 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
 
 def weights_path(args: argparse.Namespace) -> Path:
     """--weights, or the embedded model; the directory is checked before anything loads."""
-    from motif_video.embedded import embedded_weights
+    from motif_video.embedded import resolve_weights
     from motif_video.sampling.pipeline import check_weights_dir
 
-    weights = Path(args.weights) if args.weights is not None else embedded_weights()
+    weights = resolve_weights(args.weights)
     check_weights_dir(weights)
     return weights
 

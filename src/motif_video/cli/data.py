@@ -114,7 +114,9 @@ def register(sub) -> None:
         "Launch with torchrun to split the shards over processes; re-running skips finished shards.",
     )
     precompute.add_argument("clips", help="folder of prepare's shards")
-    precompute.add_argument("weights", help="pipeline directory with vae/, text_encoder/, tokenizer/")
+    precompute.add_argument(
+        "weights", help="pipeline directory with vae/, text_encoder/, tokenizer/ (or a shipped model's name)"
+    )
     precompute.add_argument("out", help="output folder")
     precompute.add_argument("--device", default="cpu", help="device the encoders run on")
     precompute.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -253,9 +255,11 @@ def run_prepare(args: argparse.Namespace) -> int:
 def run_precompute(args: argparse.Namespace) -> int:
     from motif_video import distributed
     from motif_video.data.precompute import precompute
+    from motif_video.embedded import resolve_weights
     from motif_video.sampling.pipeline import check_weights_dir
 
-    check_weights_dir(Path(args.weights))
+    args.weights = resolve_weights(args.weights)
+    check_weights_dir(args.weights)
     world = distributed.init()
     try:
         written = precompute(

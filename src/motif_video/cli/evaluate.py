@@ -35,6 +35,12 @@ def register(sub) -> None:
         action="store_true",
         help="score the shapes world's own renders instead (the benchmark's ceiling)",
     )
+    evaluate.add_argument(
+        "--through-vae",
+        action="store_true",
+        help="with --reference: the renders encoded and decoded by the weights' autoencoder (the ceiling that "
+        "the model's latents allow)",
+    )
     evaluate.add_argument("--count", type=int, default=8, help="prompts per split")
     evaluate.add_argument("--steps", type=int, default=None, help="denoising steps (default: manifest, else 20)")
     evaluate.add_argument("--height", type=int, default=None, help="pixels (default: manifest, else 64)")
@@ -63,25 +69,31 @@ def register(sub) -> None:
     analyze = add_parser(
         sub,
         "analyze",
-        help="per-block cross-frame attention analysis of a video (generated or given)",
-        description="Run one transformer forward on a video noised to flow time --t and record, per block, the "
-        "frame-to-frame attention of the video tokens and their attention mass on the context (text; the encoder "
-        "output in the DDT decoder). Writes attention.png (heatmaps by stage) and attention.json.",
+        help="analyses: per-block attention of a video; where a shapes-world model loses the shape",
+        description="'attention': run one transformer forward on a video noised to flow time --t and record, per "
+        "block, the frame-to-frame attention of the video tokens and their attention mass on the context (text; the "
+        "encoder output in the DDT decoder); writes attention.png (heatmaps by stage) and attention.json. 'shapes': "
+        "the shapes benchmark of the world's renders as rendered, through the autoencoder, through its first k "
+        "latent channels, and as the model's clean estimate from the render noised to several flow times; writes "
+        "shape-loss.md and shape-loss.json.",
     )
-    analyze.add_argument("what", choices=["attention"])
+    analyze.add_argument("what", choices=["attention", "shapes"])
     add_weights_option(analyze)
     analyze.add_argument(
-        "--prompt", required=True, help="the text condition (and the video to generate, without --video)"
+        "--prompt", default=None, help="attention: the text condition (and the video to generate, without --video)"
     )
+    analyze.add_argument("--count", type=int, default=16, help="shapes: benchmark scenes per split")
     analyze.add_argument("--video", default=None, help="analyse this video instead of generating one")
     analyze.add_argument("--t", type=float, default=0.5, help="flow time of the noised input, 0 (clean) .. 1 (noise)")
-    analyze.add_argument("--height", type=int, default=64, help="pixels")
-    analyze.add_argument("--width", type=int, default=96, help="pixels")
-    analyze.add_argument("--frames", type=int, default=17, help="4k+1 frames")
-    analyze.add_argument("--steps", type=int, default=20, help="denoising steps when generating the video")
+    analyze.add_argument("--height", type=int, default=None, help="pixels (default: the manifest's, else 64)")
+    analyze.add_argument("--width", type=int, default=None, help="pixels (default: the manifest's, else 96)")
+    analyze.add_argument("--frames", type=int, default=None, help="4k+1 frames (default: the manifest's, else 17)")
+    analyze.add_argument(
+        "--steps", type=int, default=None, help="denoising steps when generating the video (default: manifest, else 20)"
+    )
     analyze.add_argument("--seed", type=int, default=0, help="seed of the generated video and of the noise")
     analyze.add_argument("--chunk", type=int, default=256, help="query tokens per chunk (memory of the analysis)")
-    analyze.add_argument("--out", default="attention-analysis", help="output folder")
+    analyze.add_argument("--out", default=None, help="output folder (default: attention-analysis or shape-loss)")
     add_runtime_options(analyze)
     analyze.add_argument("--quiet", action="store_true", help="no progress bar")
     analyze.set_defaults(run=run_analyze)
@@ -97,28 +109,42 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.count < 1:
         raise UsageError(f"--count must be >= 1, got {args.count}")
-    weights = None if args.reference else weights_path(args)
+    if args.through_vae and not args.reference:
+        raise UsageError("--through-vae goes with --reference (it scores the world's renders through the autoencoder)")
+    weights = None if args.reference and not args.through_vae else weights_path(args)
     fill_defaults(args, weights, {"height": 64, "width": 64, "frames": 17, "steps": 20})
     out = Path(args.out or "shapes-eval")
     out.mkdir(parents=True, exist_ok=True)
     check_writable(out / "report.json")
-    pipe = None
+    pipe = vae = None
     if args.reference:
         scenes = {s.caption: s for held in (False, True) for s in benchmark_scenes(args.count, held)}
 
+        if args.through_vae:
+            from motif_video.eval.shape_loss import through_autoencoder
+            from motif_video.model.vae import load_autoencoder
+            from motif_video.sampling.pipeline import resolve_runtime
+
+            device, dtype = resolve_runtime(args.device, args.dtype)
+            vae = load_autoencoder(weights / "vae", dtype=dtype, device=device)
+
         def generate(caption: str, index: int):
-            return world.render(scenes[caption], args.frames, args.height, args.width)
+            video = world.render(scenes[caption], args.frames, args.height, args.width)
+            return video if vae is None else through_autoencoder(vae, video)
     else:
         validate_request(["x"], args.height, args.width, args.frames, args.steps, *request_factors(weights))
         pipe = load_pipeline(args, weights)
         generate = pipeline_generator(
             pipe, height=args.height, width=args.width, frames=args.frames, steps=args.steps, seed=args.seed
         )
+    source = str(weights.resolve()) if pipe is not None else "reference renders"
+    if vae is not None:
+        source += f" through the autoencoder of {weights.resolve()}"
     report = run_benchmark(
         generate,
         out,
         count=args.count,
-        source="reference renders" if args.reference else str(weights.resolve()),
+        source=source,
         pipe=pipe,
         frames=args.frames,
         height=args.height,
@@ -186,11 +212,16 @@ def run_analyze(args: argparse.Namespace) -> int:
     from motif_video.media import check_writable
     from motif_video.sampling.pipeline import request_factors, validate_request
 
+    if args.what == "shapes":
+        return run_shape_loss(args)
+    if args.prompt is None:
+        raise UsageError("analyze attention needs --prompt")
     if not 0 <= args.t <= 1:
         raise UsageError(f"--t must be a flow time in [0, 1], got {args.t}")
     weights = weights_path(args)
+    fill_defaults(args, weights, {"height": 64, "width": 96, "frames": 17, "steps": 20})
     validate_request([args.prompt], args.height, args.width, args.frames, args.steps, *request_factors(weights))
-    out = Path(args.out)
+    out = Path(args.out or "attention-analysis")
     out.mkdir(parents=True, exist_ok=True)
     check_writable(out / "attention.png")
     pipe = load_pipeline(args, weights)
@@ -212,4 +243,27 @@ def run_analyze(args: argparse.Namespace) -> int:
             f"{stage:8s} cross-frame score {means['cross_frame_score']:.3f}   context mass {means['context_mass']:.3f}"
         )
     print(f"wrote {out / 'attention.png'} and {out / 'attention.json'}")
+    return 0
+
+
+def run_shape_loss(args: argparse.Namespace) -> int:
+    from motif_video.eval.shape_loss import diagnose, markdown
+    from motif_video.media import atomic_write, check_writable, write_json
+    from motif_video.sampling.pipeline import request_factors, validate_request
+
+    if args.count < 1:
+        raise UsageError(f"--count must be >= 1, got {args.count}")
+    weights = weights_path(args)
+    fill_defaults(args, weights, {"height": 64, "width": 64, "frames": 17})
+    validate_request(["x"], args.height, args.width, args.frames, 1, *request_factors(weights))
+    out = Path(args.out or "shape-loss")
+    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out / "shape-loss.md")
+    pipe = load_pipeline(args, weights)
+    rows = diagnose(pipe, args.count, frames=args.frames, height=args.height, width=args.width, progress=not args.quiet)
+    table = markdown(rows)
+    atomic_write(out / "shape-loss.md", lambda tmp: tmp.write_text(table))
+    write_json({"stages": rows}, out / "shape-loss.json")
+    print(table, end="")
+    print(f"wrote {out / 'shape-loss.md'} and {out / 'shape-loss.json'}")
     return 0

@@ -35,6 +35,11 @@ def register(sub) -> None:
         "next one continuing the video (as `motif-video extend` does) with its own prompt",
     )
     p.add_argument(
+        "--no-color-match",
+        action="store_true",
+        help="with --storyboard: leave each segment's colours as generated (default: matched to the video so far)",
+    )
+    p.add_argument(
         "--negative-prompt",
         default=None,
         help="what to steer away from (default: the negative prompt the released model was trained "
@@ -284,9 +289,11 @@ def generate(args: argparse.Namespace) -> int:
             steps=args.steps,
             guidance=guidance,
             negative_prompt=negative,
+            match_colors=not args.no_color_match,
             progress=not args.quiet,
         )
-        write_segments(args, pipe, weights, result, out, guidance, negative, started, {"storyboard": args.storyboard})
+        extra = {"storyboard": args.storyboard, "color_match": not args.no_color_match}
+        write_segments(args, pipe, weights, result, out, guidance, negative, started, extra)
         return 0
 
     result = pipe(
@@ -356,11 +363,10 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from motif_video.embedded import embedded_weights
     from motif_video.sampling.pipeline import resolve_runtime
     from motif_video.serve import Studio, build_app, default_out_dir
 
-    weights = Path(args.weights) if args.weights is not None else embedded_weights()
+    weights = weights_path(args)
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
     if args.max_queue < 1:
@@ -386,6 +392,8 @@ def extend(args: argparse.Namespace) -> int:
 
     weights = weights_path(args)
     source = Path(args.video)
+    if source.is_dir():
+        raise UsageError(f"video {source} is a folder; give the video file to extend")
     if not source.is_file():
         raise UsageError(f"video {source} does not exist")
     try:
@@ -487,16 +495,24 @@ def read_storyboard(args: argparse.Namespace) -> list[str]:
     if args.storyboard is None:
         if args.prompt is None:
             raise UsageError("give a PROMPT (or --storyboard FILE)")
+        if args.no_color_match:
+            raise UsageError("--no-color-match goes with --storyboard (one segment has no colours to match)")
         return [args.prompt]
     if args.prompt is not None:
         raise UsageError("give a PROMPT or --storyboard FILE, not both")
     if args.batch != 1 or args.image is not None:
         raise UsageError("--storyboard makes one video from text: no --batch or --image with it")
     path = Path(args.storyboard)
+    if path.is_dir():
+        raise UsageError(f"storyboard {path} is a folder; give the TOML or JSON file with `prompts = [...]`")
     if not path.is_file():
         raise UsageError(f"storyboard {path} does not exist")
     try:
-        data = json.loads(path.read_text()) if path.suffix == ".json" else tomllib.loads(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"storyboard {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
         raise UsageError(
             f"storyboard {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {e}"

@@ -18,7 +18,11 @@ def register(sub) -> None:
     )
     source = info.add_mutually_exclusive_group()
     source.add_argument("--preset", default=None, help="a named preset (default: motif-video-2b); see --list")
-    source.add_argument("--weights", default=None, help="a checkpoint: diffusers directory or single .safetensors file")
+    source.add_argument(
+        "--weights",
+        default=None,
+        help="a checkpoint: diffusers directory or single .safetensors file, or a shipped model's name (shapes-tiny)",
+    )
     source.add_argument("--list", action="store_true", help="list the presets and exit")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
     info.set_defaults(run=run_info)
@@ -60,8 +64,10 @@ def run_info(args: argparse.Namespace) -> int:
             )
         return 0
     if args.weights:
-        cfg = read_config(args.weights)[0]
-        source = args.weights
+        from motif_video.embedded import resolve_weights
+
+        source = str(resolve_weights(args.weights))
+        cfg = read_config(source)[0]
     else:
         source = args.preset or "motif-video-2b"
         cfg = get_preset(source)

@@ -17,10 +17,23 @@ def register(sub) -> None:
         "'motif-video train configs/debug.toml optim.lr=1e-4 train.steps=500'. Resumes from the newest complete "
         "checkpoint in train.out_dir. Launch with torchrun for several processes (FSDP2).",
     )
-    train.add_argument("config", help="TOML run file (see configs/)")
-    train.add_argument("overrides", nargs="*", help="section.key=value settings that replace the file's")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.set_defaults(run=run_train)
+    distill = add_parser(
+        sub,
+        "distill",
+        help="distil a pipeline into a few-step student (one pass per step, guidance folded in)",
+        description="Train a student that samples in distill.steps steps (default 4) with one transformer pass per "
+        "step, from a teacher pipeline (a folder, or a shipped model's name such as shapes-tiny): the teacher's "
+        "guided trajectories are generated once into data.path (resumable shards), then the student, initialised "
+        "from the teacher (all weights, or LoRA with model.lora_rank), learns each step's jump between the "
+        "teacher's states. It ends as RUN/pipeline, which generate, serve and eval load with its steps and without "
+        "guidance by default. E.g. 'motif-video distill configs/shapes-tiny-4step.toml'. Resumes automatically; "
+        "torchrun runs it on several processes.",
+    )
+    for parser, file in ((train, "TOML run file (see configs/)"), (distill, "TOML run file with a [distill] table")):
+        parser.add_argument("config", help=file)
+        parser.add_argument("overrides", nargs="*", help="section.key=value settings that replace the file's")
+        parser.add_argument("--quiet", action="store_true", help="no progress bars")
+        parser.set_defaults(run=run_train)
 
     curriculum = add_parser(
         sub,
@@ -77,21 +90,29 @@ def register(sub) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """`train` and `distill`: a run file (a distillation's filled in from its teacher), trained to the end."""
     from motif_video import distributed
     from motif_video.training.config import TrainConfig
+    from motif_video.training.distill import load_distill_config
     from motif_video.training.train import train
 
+    if Path(args.config).is_dir():
+        raise UsageError(f"config {args.config} is a folder; give the TOML file")
     if not Path(args.config).is_file():
         raise UsageError(f"config file {args.config} does not exist")
-    cfg = TrainConfig.load(args.config, args.overrides)
-    command = " ".join(["motif-video", "train", args.config, *args.overrides])
+    load = load_distill_config if args.command == "distill" else TrainConfig.load
+    cfg = load(args.config, args.overrides)
+    command = " ".join(["motif-video", args.command, args.config, *args.overrides])
     try:
         history = train(cfg, progress=not args.quiet, command=command)
     finally:
         distributed.shutdown()
     if history:
         last = history[-1]
-        distributed.print0(f"step {last['step'] + 1}: loss {last['loss']:.4f}; run directory {cfg.train.out_dir}")
+        made = f"run directory {cfg.train.out_dir}"
+        if cfg.distill.teacher:
+            made = f"student {Path(cfg.train.out_dir) / 'pipeline'} ({cfg.distill.steps} steps, one pass each)"
+        distributed.print0(f"step {last['step'] + 1}: loss {last['loss']:.4f}; {made}")
     return 0
 
 

@@ -20,6 +20,18 @@ import torch
 from torch import Tensor
 
 
+def batch_indices(count: int, seed: int, step: int, batch_size: int, rank: int = 0, world: int = 1) -> list[int]:
+    """The sample indices of this rank's share of the global batch `step`, for a set of `count` samples
+    taken in a new random order every epoch: a pure function of its arguments, so the data position of a
+    run is its step."""
+    if batch_size % world:
+        raise ValueError(f"global batch {batch_size} does not divide over {world} ranks")
+    per_rank = batch_size // world
+    epoch, offset = divmod(step * batch_size, count)
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+    return order[(offset + rank * per_rank + torch.arange(per_rank)) % count].tolist()
+
+
 class SyntheticLatents:
     def __init__(
         self,
@@ -61,12 +73,7 @@ class SyntheticLatents:
 
     def batch(self, step: int, batch_size: int, rank: int = 0, world: int = 1) -> dict[str, Tensor]:
         """This rank's share of the global batch of `step`."""
-        if batch_size % world:
-            raise ValueError(f"global batch {batch_size} does not divide over {world} ranks")
-        per_rank = batch_size // world
-        epoch, offset = divmod(step * batch_size, self.num_samples)
-        order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))
-        index = order[(offset + rank * per_rank + torch.arange(per_rank)) % self.num_samples]
+        index = batch_indices(self.num_samples, self.seed, step, batch_size, rank, world)
         frames = 1 if self.is_image_step(step) else self.frames
         samples = [self.sample(int(i), frames) for i in index]
         return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}

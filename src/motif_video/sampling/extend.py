@@ -134,6 +134,12 @@ def storyboard(pipe, prompts: list[str], *, frames: int, height: int, width: int
     """One segment per prompt: the first from text alone, each next one extending the video."""
     if not prompts:
         raise ValueError("the storyboard has no prompts")
+    for i, prompt in enumerate(prompts, 1):  # every prompt readable before the first segment is made
+        try:
+            with pipe._on_device(pipe.text_encoder):
+                pipe.text_encoder.encode([prompt])
+        except ValueError as e:
+            raise ValueError(f"storyboard prompt {i} ({prompt[:60]!r}): {e}") from None
     progress = options.pop("progress", True)
     overlap = options.pop("overlap", None)
     match_colors = options.pop("match_colors", True)

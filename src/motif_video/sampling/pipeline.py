@@ -54,7 +54,7 @@ REQUIRED_FILES = (
 
 @dataclass
 class GenerationOutput:
-    frames: Tensor  # [B, F, H, W, 3] float in [0, 1]
+    frames: Tensor | None  # [B, F, H, W, 3] float in [0, 1] (None: not decoded)
     latents: Tensor  # [B, Z, F', H', W'] final normalised latents
 
     def uint8(self) -> np.ndarray:
@@ -197,6 +197,8 @@ class MotifVideoPipeline:
         cache_threshold: float | None = None,
         guidance_passes: str = "auto",
         prefix: Tensor | None = None,
+        trace: list[Tensor] | None = None,
+        decode: bool = True,
     ) -> GenerationOutput:
         """Generate one video per prompt.
 
@@ -207,7 +209,9 @@ class MotifVideoPipeline:
         override `seed`.
         `cache_threshold`: step caching (sampling/cache.py), off when None; `self.last_cache` keeps
         its counts. `guidance_passes`: "batched", "split" or "auto" (sampling/sampler.py); the one
-        used is kept in `self.last_passes` (None without guidance).
+        used is kept in `self.last_passes` (None without guidance). `trace`: a list that receives the
+        latents before every step and after the last (distillation's teacher trajectories); `decode=False`
+        returns latents only (frames None).
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         self.check_request(prompts, height, width, frames, steps)
@@ -296,10 +300,13 @@ class MotifVideoPipeline:
                 cache=cache,
                 passes=passes,
                 given=None if prefix is None else condition[:, :z, : prefix.shape[1]],
+                trace=trace,
             )
 
         self.last_attention = sorted(attention_module.KERNELS)  # the kernels that ran (model/attention.py)
 
+        if not decode:
+            return GenerationOutput(frames=None, latents=latents)
         # 5. Decode, one video at a time (the VAE's memory grows with the batch).
         with self._on_device(self.vae):
             video = torch.cat(
@@ -499,6 +506,7 @@ def generation_record(
         "weights": str(Path(weights).resolve()),
         "weights_fingerprint": weights_fingerprint(weights),
         "lora": pipe.lora,  # the adapter file merged in and its scale, or None
+        "distilled": pipe.manifest.get("distilled"),  # a few-step student: its teacher, schedule and guidance
         "motif_video_version": __version__,
         "torch_version": torch.__version__,
         "seconds": round(seconds, 2),

@@ -58,14 +58,20 @@ def sample(
     cache: StepCache | None = None,
     passes: str = "batched",
     given: Tensor | None = None,
+    trace: list[Tensor] | None = None,
 ) -> Tensor:
     """Run the loop; returns the final latents. `on_step(i, n)` is called after every step
     (progress displays, cancellation: raise from it to stop). `cache`: step caching (cache.py).
     `passes`: "batched" or "split" guidance passes (see the module text). `given`: clean latents
     [B, Z, N, h, w] of the first N latent frames (an extension's prefix): before every step those
     frames of the state are set to where the path puts them at that time, (1 - t) given + t noise,
-    as training noised them (their own predictions are not trained), and at the end to `given`."""
+    as training noised them (their own predictions are not trained), and at the end to `given`.
+    `trace`: a list that receives the state before every step and the final one (len(timesteps) + 1
+    tensors): the teacher's trajectory that distillation (training/distill.py) learns from."""
     c = conditioning
+    if trace is not None:  # the scheduler records every state it steps to, whichever loop runs
+        trace.append(latents)
+        scheduler = _Traced(scheduler, trace)
     two = guidance.config.active
     hold = None if given is None else Hold(given, latents[:, :, : given.shape[2]].clone())
     if two and passes == "split":
@@ -97,6 +103,18 @@ def sample(
         if on_step is not None:
             on_step(i, len(timesteps))
     return latents if hold is None else hold.final(latents)
+
+
+class _Traced:
+    """A scheduler that appends every state it returns to `trace`."""
+
+    def __init__(self, scheduler, trace: list[Tensor]) -> None:
+        self.scheduler, self.trace = scheduler, trace
+
+    def step(self, *args, **kwargs) -> tuple:
+        out = self.scheduler.step(*args, **kwargs)
+        self.trace.append(out[0])
+        return out
 
 
 class Hold:

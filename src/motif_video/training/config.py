@@ -104,7 +104,7 @@ class WorldSection:
 class DataSection:
     # "synthetic": procedural latents; "shards": precomputed shards at `path`; "shapes": the shapes-world
     # chain (prepare -> autoencoder -> latents) built in `path`, each stage skipped once done.
-    source: Literal["synthetic", "shards", "shapes"] = "synthetic"
+    source: Literal["synthetic", "shards", "shapes", "teacher"] = "synthetic"
     path: str = ""  # folder written by `motif-video precompute` (source "shards"), or the shapes work folder
     batch_size: int = 4  # global batch, split over data-parallel ranks
     # the streamed reader of shards (data/stream.py): DataLoader worker processes (0: in the training
@@ -197,6 +197,30 @@ class TrainSection:
 
 
 @dataclass(frozen=True)
+class DistillSection:
+    """Few-step distillation (`motif-video distill`, training/distill.py): the student learns the
+    teacher's guided trajectory at the `steps` times of its own schedule, one pass per step."""
+
+    teacher: str = ""  # a pipeline folder or a shipped model's name (shapes-tiny); empty: not a distillation
+    steps: int = 4  # the student's sampling steps (teacher_steps must be a multiple)
+    teacher_steps: int = 20  # the teacher's Euler steps per trajectory
+    guidance_scale: float = 0.0  # the teacher's guidance scale (0: its guider's own); folded into the student
+    negative_prompt: str | None = None  # the teacher's unconditional text (unset: as `generate` takes it)
+    samples: int = 1024  # teacher trajectories generated (once; stored in data.path, resumable)
+    prompts: str = "world"  # "world": the shapes world's training captions; else a text file, one prompt a line
+    batch: int = 16  # trajectories generated per teacher call
+    shard_size: int = 64  # trajectories per stored shard (the unit of resumption)
+    seed: int = 0  # prompts and noise of the trajectories
+    height: int = 0  # the videos' size; 0: the teacher's defaults (its manifest.json)
+    width: int = 0
+    frames: int = 0
+    # "trajectory": regress the slope between the teacher's states at consecutive student times (what
+    # the student's Euler step must reproduce); "reflow": rectified flow's straight path from each
+    # noise to the teacher's sample (Liu et al. 2022), at any time
+    objective: Literal["trajectory", "reflow"] = "trajectory"
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
     text: TextSection = field(default_factory=TextSection)
@@ -209,10 +233,11 @@ class TrainConfig:
     repa: RepaSection = field(default_factory=RepaSection)
     train: TrainSection = field(default_factory=TrainSection)
     stage: StageSection = field(default_factory=StageSection)
+    distill: DistillSection = field(default_factory=DistillSection)
 
     def __post_init__(self) -> None:
         transformer = self.model.transformer()  # validates preset and overrides
-        if self.data.source in ("shards", "shapes") and not self.data.path:
+        if self.data.source in ("shards", "shapes", "teacher") and not self.data.path:
             raise ValueError(
                 f"data.source {self.data.source!r} needs data.path (the precomputed shards, or the shapes work folder)"
             )
@@ -264,12 +289,40 @@ class TrainConfig:
             )
         if not 0 < self.tread.keep_ratio <= 1:
             raise ValueError(f"tread.keep_ratio must be in (0, 1], got {self.tread.keep_ratio}")
-        own_pipeline = self.data.source == "shapes"  # a shapes run samples from its own exported pipeline
+        own_pipeline = self.data.source in ("shapes", "teacher")  # samples from its own export, or the teacher's
         if self.train.sample_every > 0 and not self.train.sample_weights and not own_pipeline:
             raise ValueError(
                 "train.sample_every needs train.sample_weights (a pipeline directory with vae/ and text_encoder/)"
             )
         self.stage.validate()
+        d = self.distill
+        if (self.data.source == "teacher") != bool(d.teacher):
+            raise ValueError(
+                "a distillation sets both distill.teacher and data.source = 'teacher' (and neither otherwise)"
+            )
+        if d.teacher and (d.steps < 1 or d.teacher_steps < d.steps or d.teacher_steps % d.steps):
+            raise ValueError(
+                f"distill.teacher_steps ({d.teacher_steps}) must be a multiple of distill.steps ({d.steps}) >= 1: "
+                "the student's times are then times of the teacher's own schedule"
+            )
+        if d.teacher and min(d.samples, d.batch, d.shard_size) < 1:
+            raise ValueError(
+                f"distill.samples, distill.batch and distill.shard_size must be >= 1, got {d.samples}, {d.batch}, "
+                f"{d.shard_size}"
+            )
+        if d.teacher and (
+            f.caption_dropout or f.i2v_fraction or f.prefix_fraction or self.repa.enabled or self.stage.name
+        ):
+            raise ValueError(
+                "a distillation learns the teacher's guided text-to-video trajectories: flow.caption_dropout, "
+                "flow.i2v_fraction and flow.prefix_fraction must be 0, and repa and stage unset (got "
+                f"{f.caption_dropout}, {f.i2v_fraction}, {f.prefix_fraction}, repa.enabled={self.repa.enabled}, "
+                f"stage.name={self.stage.name!r})"
+            )
+        if d.teacher and self.text.encoder != "precomputed":
+            raise ValueError(
+                "a distillation reads the teacher's text states from its trajectories: set text.encoder = 'precomputed'"
+            )
         for name, value in (
             ("data.batch_size", self.data.batch_size),
             ("train.steps", self.train.steps),
@@ -292,6 +345,11 @@ class TrainConfig:
 def load_config(cls, path: str | Path | None = None, overrides: list[str] = ()):
     """A config dataclass from a TOML file plus dotted `section.key=value` overrides (any depth, e.g.
     model.overrides.hidden_size=64); a broken file or override is an error naming it."""
+    return from_dict(cls, read_raw(path, overrides))
+
+
+def read_raw(path: str | Path | None = None, overrides: list[str] = ()) -> dict[str, Any]:
+    """The TOML file's tables with the overrides applied, before any checking."""
     raw: dict[str, Any] = {}
     if path is not None:
         try:
@@ -309,7 +367,7 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] = ()):
             if not isinstance(target, dict):
                 raise ValueError(f"override {item!r}: {section} is not a section")
         target[name] = _parse_value(value)
-    return from_dict(cls, raw)
+    return raw
 
 
 def from_dict(cls, raw: dict[str, Any], where: str = ""):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from motif_video.sampling.pipeline import check_weights_dir, weights_fingerprint
@@ -37,9 +38,19 @@ def base_pipeline(config: dict, cwd: str | Path | None = None) -> Path | None:
     return None
 
 
-def export(run_dir: str | Path, out: str | Path, base: str | Path | None = None) -> Path:
+def export(
+    run_dir: str | Path, out: str | Path, base: str | Path | None = None, finish: Callable[[Path], None] | None = None
+) -> Path:
+    """`finish(partial)`: a last change to the folder before it is renamed into place (a student's guider
+    and manifest). A distillation run without --base exports as its student (training/distill.py)."""
     run = Path(run_dir)
     out = Path(out)
+    if base is None:
+        from motif_video.training.distill import export_student, student_of
+
+        student = student_of(run)
+        if student is not None:
+            return export_student(run, out, *student)
     config_file = run / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{run} is not a training run folder (no config.json)")
@@ -92,6 +103,8 @@ def export(run_dir: str | Path, out: str | Path, base: str | Path | None = None)
             "config": config,
         }
         (partial / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if finish is not None:
+            finish(partial)
 
     _copy_tree(base, out, fill)
     return out

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from motif_video.model.routing import Route
 from motif_video.training.alignment import repa_loss, resample_tokens
+from motif_video.training.distill import trajectory_inputs
 from motif_video.training.flow import (
     TIMESTEP_SCALE,
     flow_loss,
@@ -166,10 +167,14 @@ def make_inputs(state, batch: dict, step: int) -> Inputs:
     pixels = None
     if state.teacher is not None:
         pixels = batch["video"] if "video" in batch else state.data.pixels(x0)
+    if "trajectory" in batch:  # a distillation: the teacher's states, not a noised clip (training/distill.py)
+        xt, t, target = trajectory_inputs(batch["trajectory"], state.data.sigmas, cfg.distill.objective, t, gens)
+    else:
+        xt, target = interpolate(x0, noise, t), velocity_target(x0, noise)
     return Inputs(
-        interpolate(x0, noise, t),
+        xt,
         t,
-        velocity_target(x0, noise),
+        target,
         condition,
         text,
         ids,

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from motif_video.data import world as shapes_world
+from motif_video.distributed import World
 
 
 class Recipe:
@@ -23,8 +24,9 @@ class Recipe:
     def __init__(self, cfg) -> None:
         self.cfg = cfg
 
-    def build_data(self, is_main: bool, progress: bool) -> Path | None:
-        """The folder of precomputed shards the run reads (None: synthetic latents)."""
+    def build_data(self, world: World, progress: bool) -> Path | None:
+        """The folder of the data the run reads (None: synthetic latents); made first where the recipe
+        makes it (every rank calls this; a barrier follows)."""
         return Path(self.cfg.data.path) if self.cfg.data.source == "shards" else None
 
     def vocabulary(self) -> set[str]:
@@ -74,10 +76,10 @@ class Recipe:
 class ShapesWorld(Recipe):
     name = "shapes"
 
-    def build_data(self, is_main: bool, progress: bool) -> Path:
+    def build_data(self, world: World, progress: bool) -> Path:
         from motif_video.training.shapes_data import build_shapes_data
 
-        return build_shapes_data(self.cfg, is_main, progress)
+        return build_shapes_data(self.cfg, world.is_main, progress)
 
     def vocabulary(self) -> set[str]:
         return set(shapes_world.vocabulary())  # every word of the world, held-out prompts too
@@ -152,4 +154,8 @@ class ShapesWorld(Recipe):
 
 
 def recipe_for(cfg) -> Recipe:
+    if cfg.data.source == "teacher":
+        from motif_video.training.distill import Distillation
+
+        return Distillation(cfg)
     return ShapesWorld(cfg) if cfg.data.source == "shapes" else Recipe(cfg)

@@ -39,6 +39,7 @@ from motif_video.training import checkpoint
 from motif_video.training.alignment import Projector, Teacher
 from motif_video.training.compute import Routing, peak_flops, training_flops
 from motif_video.training.config import TrainConfig
+from motif_video.training.distill import Trajectories
 from motif_video.training.ema import EMA, ema_weights, lora_adapters
 from motif_video.training.export import LORA_FILE
 from motif_video.training.optim import build_optimizer
@@ -73,7 +74,7 @@ class TrainState:
     model: Trainable
     optimizer: torch.optim.Optimizer
     ema: EMA
-    data: SyntheticLatents | StreamedShards
+    data: SyntheticLatents | StreamedShards | Trajectories
     teacher: Teacher | None
     recipe: Recipe
     latent_shape: tuple[int, int, int, int]  # [Z, F, H, W] of the data's (first) sample
@@ -110,9 +111,12 @@ def build(cfg: TrainConfig, world: distributed.World | None = None, progress: bo
                 f"into transformer/ and write it alone as {LORA_FILE}",
                 flush=True,
             )
-    shards = recipe.build_data(world.is_main, progress)
+    shards = recipe.build_data(world, progress)
     distributed.barrier()
-    if shards is not None:
+    if cfg.data.source == "teacher":  # a distillation: the teacher's trajectories (training/distill.py)
+        data = Trajectories(shards, seed=cfg.data.seed)
+        latent_shape = data.latent_shape
+    elif shards is not None:
         stage = cfg.stage
         data = StreamedShards(
             shards,
