@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,29 @@ def test_shapes_world_is_deterministic_and_holds_out_combinations():
     held = [world.scene(0, i, held_out=True) for i in range(50)]
     assert not any(s.held_out for s in train) and all(s.held_out for s in held)
     assert set(" ".join(s.caption for s in train + held).split()) <= set(world.vocabulary())
+
+
+def test_world_captions_come_in_three_variants_as_people_type_them(tmp_path):
+    """long (the caption), short (the object clause, phrased variously), truncated (the terse fragment):
+    every word known to the world's vocabulary, drawn per clip, the same for the same generator."""
+    scenes = [world.scene(0, i, max_objects=1) for i in range(200)]
+    variants = [s.captions(np.random.default_rng([0, i, 7])) for i, s in enumerate(scenes)]
+    assert variants[5] == scenes[5].captions(np.random.default_rng([0, 5, 7]))
+    assert all(long == s.caption for (long, _, _), s in zip(variants, scenes, strict=True))
+    shorts, truncated = {v[1] for v in variants}, {v[2] for v in variants}
+    assert not any(" on " in c for c in shorts | truncated)  # no background phrase
+    assert all(c.split()[0] in world.COLORS and " moving " in c and " to the " not in c for c in truncated)
+    for form in (r"^a \w+ \w+ moves (to the )?\w+$", r"^\w+ \w+ moving (to the )?\w+$", r" goes ", r" is moving "):
+        assert any(re.search(form, c) for c in shorts), form  # every phrasing occurs
+    words = {w for v in variants for c in v for w in c.split()}
+    assert words <= set(world.vocabulary())
+    cfg = PrepareConfig(fps=8, frame_buckets=(9,), area=32 * 32, shard_size=4)
+    prepare("shapes:3", tmp_path / "clips", cfg, seed=0, progress=False)  # the shard metadata carries them
+    rows = sorted(read_metadata(tmp_path / "clips"), key=lambda r: r["source"])
+    assert [r["source"] for r in rows] == ["shapes:0", "shapes:1", "shapes:2"]
+    for i, row in enumerate(rows):
+        scene = world.scene(0, i, max_objects=cfg.max_objects)
+        assert row["captions"] == list(scene.captions(np.random.default_rng([0, i, 7])))
 
 
 def test_rendered_object_moves_the_named_way():

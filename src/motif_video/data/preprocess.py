@@ -167,7 +167,9 @@ def _clips(
         scene = world.scene(seed, index, max_objects=cfg.max_objects)
         bucket = assign(max(cfg.frame_buckets), 1, 1, cfg.frame_buckets, [sizes[len(sizes) // 2]])
         frames = world.render(scene, bucket.frames, bucket.height, bucket.width, fps=cfg.fps)
-        yield _meta(path, 0, scene.caption, bucket, cfg), frames
+        meta = _meta(path, 0, scene.caption, bucket, cfg)
+        meta["captions"] = list(scene.captions(np.random.default_rng([seed, index, 7])))  # long, short, truncated
+        yield meta, frames
         return
     variants = caption if isinstance(caption, tuple) else None
     caption = variants[0] if variants else caption

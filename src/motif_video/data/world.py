@@ -62,6 +62,23 @@ class Scene:
         )
         return f"{' and '.join(parts)} on {ground}"
 
+    def captions(self, rng: np.random.Generator) -> tuple[str, str, str]:
+        """The scene's long, short and truncated captions (the report's three variants, at toy scale):
+        long is `caption`; short is the object clause alone, phrased as people type it (with or without
+        the article, "moves" / "goes" / "is moving" / "moving", "to the left" or "left"); truncated is the
+        terse fragment ("blue square moving right"). The phrasing is drawn by `rng`."""
+
+        def clause(o: ShapeObject, article: bool, verb: str, full_direction: bool) -> str:
+            direction = _direction(o.motion) if full_direction else o.motion
+            return f"{'a ' if article else ''}{o.color} {o.shape} {verb} {direction}"
+
+        article = bool(rng.integers(2))
+        verb = str(rng.choice(["moves", "goes", "is moving"] if article else ["moves", "moving", "goes"]))
+        full = bool(rng.integers(2))
+        short = " and ".join(clause(o, article, verb, full) for o in self.objects)
+        truncated = " and ".join(clause(o, False, "moving", False) for o in self.objects)
+        return self.caption, short, truncated
+
     @property
     def held_out(self) -> bool:
         return any((o.color, o.shape) in HELD_OUT for o in self.objects)
@@ -73,7 +90,8 @@ def _direction(motion: str) -> str:
 
 def vocabulary() -> list[str]:
     """Every word a shapes-world caption can contain, sorted."""
-    words = {"a", "moves", "to", "the", "and", "on", "background", "up", "down", "left", "right"}
+    words = {"a", "moves", "goes", "is", "moving", "to", "the", "and", "on", "background"}
+    words |= {"up", "down", "left", "right"}
     words |= set(COLORS) | set(SHAPES) | set(BACKGROUNDS) | set(PATTERNS)
     return sorted(words)
 

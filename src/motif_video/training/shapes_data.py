@@ -31,7 +31,8 @@ def build_shapes_data(cfg, is_main: bool = True, progress: bool = True) -> Path:
     world = cfg.world
     autoencoder = {k: v for k, v in asdict(cfg.autoencoder).items() if k != "path" or v}  # unset path: not recorded
     render = {"object_size": shapes_world.OBJECT_SIZE, "speed": shapes_world.SPEED}  # the world's constants
-    recipe = {"world": asdict(world), "render": render, "autoencoder": autoencoder}
+    # captions: each clip's meta holds its long / short / truncated captions (world.Scene.captions)
+    recipe = {"world": asdict(world), "render": render, "captions": "long-short-truncated", "autoencoder": autoencoder}
     recipe_file = root / "recipe.json"
     if recipe_file.is_file() and json.loads(recipe_file.read_text()) != recipe:
         raise ValueError(
