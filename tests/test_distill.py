@@ -254,6 +254,11 @@ def test_shipped_names_and_bad_distill_settings(tmp_path, teacher, capsys):
     assert "distill.teacher_steps (5) must be a multiple of distill.steps (2)" in capsys.readouterr().err
     assert main(["distill", str(config), "distill.height=0", "--quiet"]) == 2
     assert "has no default video size (manifest.json): set distill.height" in capsys.readouterr().err
+    assert main(["distill", str(config), "distill.height=40", "--quiet"]) == 2  # checked before anything is written
+    assert "height and width must be positive multiples of 16, got 40 x 32" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    assert main(["distill", str(config), "distill.teacher='shapes-tiny-4step'", "--quiet"]) == 2
+    assert "is itself a 4-step student; distil its teacher (shapes-tiny) instead" in capsys.readouterr().err
     assert main(["distill", str(config), "flow.caption_dropout=0.1", "--quiet"]) == 2
     assert "flow.caption_dropout, flow.i2v_fraction and flow.prefix_fraction must be 0" in capsys.readouterr().err
     assert main(["distill", str(config), "distill.teacher='nothing-here'", "--quiet"]) == 2

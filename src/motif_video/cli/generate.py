@@ -10,6 +10,7 @@ from motif_video.cli.common import (
     UsageError,
     add_parser,
     add_runtime_options,
+    add_weights_option,
     fill_defaults,
     load_pipeline,
     weights_path,
@@ -49,8 +50,9 @@ def register(sub) -> None:
         "--weights",
         default=None,
         help="pipeline directory in the official layout (transformer/, vae/, text_encoder/, tokenizer/, "
-        "scheduler/, for I2V feature_extractor/); default: the embedded shapes-world model, which knows only "
-        "shapes-world words ('a red circle moves to the left on a gray background')",
+        "scheduler/, for I2V feature_extractor/), or a shipped model's name: shapes-tiny (the default, the embedded "
+        "shapes-world model, which knows only shapes-world words: 'a red circle moves to the left on a gray "
+        "background') or shapes-tiny-4step (its 4-step distilled student)",
     )
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the weights' manifest, else 50)")
     p.add_argument(
@@ -135,7 +137,7 @@ def register(sub) -> None:
         "stops a running generation at its next step. The same endpoint answers gradio_client (api_name "
         "'/generate').",
     )
-    s.add_argument("--weights", default=None, help="pipeline directory (default: the embedded shapes-world model)")
+    add_weights_option(s)
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     s.add_argument("--port", type=int, default=7860, help="TCP port")
     s.add_argument("--out-dir", default=None, help="where videos and their JSON go (default: a temp folder)")
@@ -171,7 +173,7 @@ def register(sub) -> None:
 
 def add_segment_options(parser: argparse.ArgumentParser) -> None:
     """What `extend` shares with `generate` for its segments."""
-    parser.add_argument("--weights", default=None, help="pipeline directory (default: the embedded shapes-world model)")
+    add_weights_option(parser)
     parser.add_argument(
         "--frames", type=int, default=None, help="frames per segment, the overlap included (default: manifest, else 49)"
     )

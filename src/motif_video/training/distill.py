@@ -130,7 +130,7 @@ class TeacherSetup:
     def read(cls, cfg: TrainConfig) -> TeacherSetup:
         from motif_video.embedded import manifest as read_manifest
         from motif_video.model.checkpoint_io import read_config
-        from motif_video.sampling.pipeline import DEFAULT_NEGATIVE_PROMPT
+        from motif_video.sampling.pipeline import DEFAULT_NEGATIVE_PROMPT, request_factors, validate_request
         from motif_video.sampling.schedule import load_scheduler, set_timesteps
 
         d, root = cfg.distill, teacher_path(cfg)
@@ -142,6 +142,13 @@ class TeacherSetup:
                 f"the teacher {root} has no default video size (manifest.json): set distill.height, distill.width "
                 "and distill.frames"
             )
+        if info.get("distilled"):
+            raise ValueError(
+                f"distill.teacher {d.teacher} is itself a {info['distilled']['steps']}-step student; distil its "
+                f"teacher ({info['distilled']['teacher']}) instead"
+            )
+        multiple, _ = request_factors(root)
+        validate_request(["x"], size["height"], size["width"], size["frames"], d.teacher_steps, multiple)
         guider = root / "guider" / "guider_config.json"
         guidance = (
             GuidanceConfig.from_diffusers(json.loads(guider.read_text())) if guider.is_file() else GuidanceConfig()
