@@ -72,6 +72,17 @@ out_dir = {json.dumps(str(tmp_path / "run"))}
     return config
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, teacher) -> tuple[Path, Path]:
+    """(config, run folder) of one uninterrupted 12-step distillation, one process: the reference of the
+    resume and torchrun tests (constant lr, so its first steps are those of a shorter run) and the
+    student the export / generate / page test loads."""
+    root = tmp_path_factory.mktemp("reference")
+    config = distill_config(root, teacher)
+    run_distill(config)
+    return config, root / "run"
+
+
 def run_distill(config: Path, *args: str, launcher: tuple[str, ...] = (str(SCRIPT),)) -> subprocess.CompletedProcess:
     command = [*launcher, "distill", str(config), *args, "--quiet"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -151,9 +162,8 @@ def test_trajectories_are_the_teachers_own_guided_states(tmp_path, teacher):
 
 
 @pytest.mark.slow
-def test_killed_distillation_resumes_exactly(tmp_path, teacher):
-    config = distill_config(tmp_path, teacher)
-    run_distill(config, f"train.out_dir={json.dumps(str(tmp_path / 'ref'))}")
+def test_killed_distillation_resumes_exactly(tmp_path, reference):
+    config, ref = reference
     run = tmp_path / "killed"
     command = [str(SCRIPT), "distill", str(config), "--quiet", f"train.out_dir={json.dumps(str(run))}"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -167,23 +177,22 @@ def test_killed_distillation_resumes_exactly(tmp_path, teacher):
     assert len(metrics(run)) < 12
     result = run_distill(config, f"train.out_dir={json.dumps(str(run))}")
     assert "resumed from" in result.stdout + result.stderr
-    expected, got = metrics(tmp_path / "ref"), metrics(run)
+    expected, got = metrics(ref), metrics(run)
     assert [m["step"] for m in got] == list(range(12))
     for a, b in zip(expected, got, strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-7), a["step"]
 
 
 @pytest.mark.slow
-def test_student_pipeline_drives_generate_with_its_steps_and_one_pass(tmp_path, teacher):
-    config = distill_config(tmp_path, teacher)
-    run_distill(config, "train.steps=4")
-    student = tmp_path / "run" / "pipeline"
+def test_student_pipeline_drives_generate_with_its_steps_and_one_pass(tmp_path, reference):
+    run = reference[1]
+    student = run / "pipeline"
     manifest = json.loads((student / "manifest.json").read_text())
     assert manifest["defaults"]["steps"] == 2 and manifest["distilled"]["teacher_steps"] == 4
     assert manifest["distilled"]["guidance"]["kind"] == "apg" and manifest["distilled"]["guidance"]["scale"] == 8.0
     assert manifest["defaults"]["negative_prompt"] == DEFAULT_NEGATIVE_PROMPT  # the teacher's, as generate takes it
     again = tmp_path / "exported"  # `motif-video export` of the run makes the same student
-    assert main(["export", str(tmp_path / "run"), "--out", str(again)]) == 0
+    assert main(["export", str(run), "--out", str(again)]) == 0
     assert json.loads((again / "manifest.json").read_text())["distilled"] == manifest["distilled"]
     assert (again / "guider" / "guider_config.json").read_text() == (
         student / "guider" / "guider_config.json"
@@ -223,20 +232,21 @@ def test_lora_student_applies_to_its_base_and_changes_the_output(tmp_path, teach
 
 
 @pytest.mark.slow
-def test_released_layout_distils_under_torchrun(tmp_path, teacher):
-    """The 2B path: the released layout (T5Gemma2 text, Wan VAE) on two gloo processes; each rank makes
-    its own shards, the student equals the one-process run's up to float rounding."""
-    config = distill_config(tmp_path, teacher)
+def test_released_layout_distils_under_torchrun(tmp_path, reference):
+    """The 2B path: the released layout (T5Gemma2 text, Wan VAE, APG) on two gloo processes; the ranks
+    share the shards out, and shards and losses equal the one-process run's up to float rounding."""
+    config, one = reference
     torchrun = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "motif_video")
     two = tmp_path / "two"
     run_distill(config, "train.steps=4", f"train.out_dir={json.dumps(str(two))}", launcher=torchrun)
-    run_distill(config, "train.steps=4", f"train.out_dir={json.dumps(str(tmp_path / 'one'))}")
     assert sorted(p.name for p in (two / "teacher").glob("shard-*")) == [f"shard-0000{j}.safetensors" for j in range(4)]
     for j in range(4):
         a = load_file(str(two / "teacher" / f"shard-0000{j}.safetensors"))["states"]
-        b = load_file(str(tmp_path / "one" / "teacher" / f"shard-0000{j}.safetensors"))["states"]
+        b = load_file(str(one / "teacher" / f"shard-0000{j}.safetensors"))["states"]
         torch.testing.assert_close(a, b)
-    for x, y in zip(metrics(tmp_path / "one"), metrics(two), strict=True):
+    two_losses = metrics(two)
+    assert len(two_losses) == 4
+    for x, y in zip(metrics(one)[:4], two_losses, strict=True):  # constant lr: a 12-step run's first 4 steps
         assert y["loss"] == pytest.approx(x["loss"], rel=1e-5), x["step"]
     assert json.loads((two / "pipeline" / "manifest.json").read_text())["defaults"]["steps"] == 2
 

@@ -10,6 +10,7 @@ import pytest
 from test_cli import run
 from test_shapes_model import tiny_shapes_config
 
+from motif_video.cli import main
 from motif_video.media import read_video, write_mp4
 from motif_video.random_weights import build_random_pipeline
 from motif_video.sampling.extend import color_stats, extend, match_color_stats, seam_ratio
@@ -75,7 +76,7 @@ def test_prefix_conditioning_continues_from_the_given_latent_frames(prefix_model
         extend(pipe, first, ["x"], overlap=3, frames=9, steps=2, progress=False)
 
 
-def test_storyboard_writes_one_video_of_its_segments(prefix_model, tmp_path):
+def test_storyboard_writes_one_video_of_its_segments(prefix_model, tmp_path, capsys):
     board = tmp_path / "board.toml"
     board.write_text('prompts = ["a red circle moves to the right", "a red circle moves up"]\n')
     result = run("generate", "--storyboard", str(board), "--weights", str(prefix_model), "--out",
@@ -91,25 +92,20 @@ def test_storyboard_writes_one_video_of_its_segments(prefix_model, tmp_path):
     assert refused.returncode == 2 and "must hold `prompts" in refused.stderr
     latin = tmp_path / "latin.toml"
     latin.write_bytes('prompts = ["a red circle moves up \u00e9"]'.encode("latin-1"))
-    for wrong, message in (
-        (latin, f"storyboard {latin} is not UTF-8 text"),
-        (tmp_path, f"storyboard {tmp_path} is a folder; give the TOML or JSON file"),
-    ):
-        refused = run("generate", "--storyboard", str(wrong), "--weights", str(prefix_model), *FAST)
-        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
     unknown = tmp_path / "unknown.toml"
     unknown.write_text('prompts = ["a red circle moves up", "a red elephant moves up"]\n')
-    refused = run("generate", "--storyboard", str(unknown), "--weights", str(prefix_model), "--out",
-                  str(tmp_path / "never.mp4"), *FAST)  # fmt: skip
-    assert (
-        refused.returncode == 2 and "storyboard prompt 2 ('a red elephant moves up'): unknown words" in refused.stderr
-    )
-    assert not (tmp_path / "never.mp4").exists()  # refused before the first segment
-    plain = run("generate", "a red circle moves up", "--no-color-match", "--weights", str(prefix_model), *FAST)
-    assert plain.returncode == 2 and "--no-color-match goes with --storyboard" in plain.stderr
-    kept = run("generate", "--storyboard", str(tmp_path / "board.toml"), "--no-color-match", "--weights",
-               str(prefix_model), "--out", str(tmp_path / "raw.mp4"), *FAST)  # fmt: skip
-    assert kept.returncode == 0, kept.stderr
+    weights = ["--weights", str(prefix_model), *FAST]
+    for args, message in (  # in this process: one line each, exit 2
+        (["--storyboard", str(latin)], f"storyboard {latin} is not UTF-8 text"),
+        (["--storyboard", str(tmp_path)], f"storyboard {tmp_path} is a folder; give the TOML or JSON file"),
+        (["--storyboard", str(unknown)], "storyboard prompt 2 ('a red elephant moves up'): unknown words"),
+        (["a red circle moves up", "--no-color-match"], "--no-color-match goes with --storyboard"),
+    ):
+        assert main(["generate", *args, *weights, "--out", str(tmp_path / "never.mp4")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "never.mp4").exists()  # the unknown word is refused before the first segment
+    raw = ["--storyboard", str(tmp_path / "board.toml"), "--no-color-match", "--out", str(tmp_path / "raw.mp4")]
+    assert main(["generate", *raw, *weights]) == 0
     assert json.loads((tmp_path / "raw.json").read_text())["color_match"] is False
     assert json.loads((tmp_path / "story.json").read_text())["color_match"] is True
 
