@@ -112,3 +112,20 @@ def _with_shared_cross_attention(model: nn.Module) -> nn.Module:
         cross.to_k, cross.to_v = block.attn.to_k, block.attn.to_v
         cross.norm_q, cross.norm_k = block.attn.norm_q, block.attn.norm_k
     return model
+
+
+def kill_after_steps(command: list[str], run_dir, steps: int, timeout: float = 240) -> None:
+    """Start `command` (a training run writing run_dir/metrics.jsonl) and kill -9 it once `steps` steps are logged."""
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    metrics = Path(run_dir) / "metrics.jsonl"
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and (not metrics.exists() or metrics.read_text().count("\n") < steps):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()

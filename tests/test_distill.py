@@ -4,17 +4,15 @@ students, the exported pipeline driving generate and the page, and the released 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from helpers import kill_after_steps
 from motif_video.cli import main
 from motif_video.random_weights import build_random_pipeline
 from motif_video.sampling.pipeline import DEFAULT_NEGATIVE_PROMPT
@@ -166,14 +164,7 @@ def test_killed_distillation_resumes_exactly(tmp_path, reference):
     config, ref = reference
     run = tmp_path / "killed"
     command = [str(SCRIPT), "distill", str(config), "--quiet", f"train.out_dir={json.dumps(str(run))}"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if (run / "metrics.jsonl").exists() and len(metrics(run)) >= 6:
-            break
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_steps(command, run, 6)
     assert len(metrics(run)) < 12
     result = run_distill(config, f"train.out_dir={json.dumps(str(run))}")
     assert "resumed from" in result.stdout + result.stderr

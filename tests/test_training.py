@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import kill_after_steps
 from motif_video.random_weights import build_random_teacher
 from motif_video.training import flow
 from motif_video.training.alignment import Projector, Teacher, repa_loss, resample_tokens
@@ -222,14 +220,7 @@ def test_killed_run_resumes_exactly(tmp_path):
 
     run = tmp_path / "killed"
     command = [str(SCRIPT), "train", str(CONFIG), *args, "--quiet", f"train.out_dir={json.dumps(str(run))}"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if (run / "metrics.jsonl").exists() and len(_metrics(run)) >= 25:
-            break
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_steps(command, run, 25)
     assert len(_metrics(run)) < 40
     # a half-written newer checkpoint must be ignored, and a torn last metrics line dropped
     (run / "step-0000030.partial").mkdir()
