@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 
 class VideoAutoencoder:
@@ -80,6 +81,10 @@ class PatchAutoencoder:
     `sample` are accepted and unused). On the flat-coloured shapes world 16 components reconstruct
     64 x 64 clips to a mean absolute error of ~0.015 (pixels in [-1, 1]); a small AutoencoderKLWan
     trained for 35 CPU-minutes did not yet draw the objects (docs/shapes-world.md).
+
+    The linear decode blurs what 16 numbers per 8 x 8 x 4 patch cannot hold: corners come out
+    round and edges soft. With a config `"decoder"` entry, a `DetailDecoder` (its weights under
+    `decoder.` in the same file) redraws each frame from the linear decode and the latent grid.
     """
 
     def __init__(self, config: dict, tensors: dict[str, Tensor]) -> None:
@@ -87,7 +92,14 @@ class PatchAutoencoder:
         self.z_dim: int = config["z_dim"]
         self.spatial_factor: int = config["scale_factor_spatial"]
         self.temporal_factor: int = config["scale_factor_temporal"]
-        self.tensors = {k: v.float() for k, v in tensors.items()}  # mean [D], basis [D, Z]
+        tensors = {k: v.float() for k, v in tensors.items()}
+        self.tensors = {k: v for k, v in tensors.items() if not k.startswith("decoder.")}  # mean [D], basis [D, Z]
+        self.decoder: DetailDecoder | None = None
+        if config.get("decoder"):
+            self.decoder = DetailDecoder(self.z_dim, self.spatial_factor, self.temporal_factor, **config["decoder"])
+            weights = {k.removeprefix("decoder."): v for k, v in tensors.items() if k.startswith("decoder.")}
+            self.decoder.load_state_dict(weights)
+            self.decoder.eval().requires_grad_(False)
         self.mean = torch.tensor(config["latents_mean"]).view(1, -1, 1, 1, 1)
         self.std = torch.tensor(config["latents_std"]).view(1, -1, 1, 1, 1)
 
@@ -110,8 +122,11 @@ class PatchAutoencoder:
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        tensors = dict(self.tensors)
+        if self.decoder is not None:
+            tensors |= {f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}
         (path / "config.json").write_text(json.dumps(self.config, indent=2) + "\n")
-        save_file({k: v.contiguous() for k, v in self.tensors.items()}, str(path / "model.safetensors"))
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / "model.safetensors"))
 
     @property
     def device(self) -> torch.device:
@@ -134,6 +149,14 @@ class PatchAutoencoder:
 
     @torch.no_grad()
     def decode(self, latents: Tensor) -> Tensor:
+        latents = latents.to(self.device, torch.float32)
+        video = self.decode_linear(latents)
+        if self.decoder is None:
+            return video
+        return torch.cat([self.decoder(video[i : i + 1], latents[i : i + 1]) for i in range(len(video))])
+
+    def decode_linear(self, latents: Tensor) -> Tensor:
+        """Normalised latents -> pixels by the principal components alone (differentiable)."""
         t = self.tensors
         z = latents.to(self.device, torch.float32) * self.std.to(self.device) + self.mean.to(self.device)
         patches = z.permute(0, 2, 3, 4, 1) @ t["basis"].T + t["mean"]  # [B, F', h, w, D]
@@ -143,7 +166,80 @@ class PatchAutoencoder:
 
     def to(self, device: str | torch.device) -> PatchAutoencoder:
         self.tensors = {k: v.to(device) for k, v in self.tensors.items()}
+        if self.decoder is not None:
+            self.decoder.to(device)
         return self
+
+
+class DetailDecoder(nn.Module):
+    """The patch autoencoder's non-linear decode: a correction added to the linear decode, frame by frame.
+
+    Two paths meet at full resolution. The latent path reads the grid of latents (3 x 3
+    convolutions over neighbouring patches: enough context to tell a circle from a square) plus
+    the frame's place in its 4-frame chunk, and unfolds each latent into a patch of features
+    (pixel shuffle). The pixel path reads the linear decode (where the soft edges are) beside
+    those features and outputs the correction. Its last layer starts at zero, so an untrained
+    decoder is the linear decode.
+    """
+
+    def __init__(
+        self,
+        z_dim: int,
+        patch: int,
+        chunk: int,
+        latent_channels: int = 64,
+        latent_layers: int = 3,
+        pixel_channels: int = 32,
+        pixel_layers: int = 2,
+        unfold_channels: int = 8,
+    ) -> None:
+        super().__init__()
+        self.patch, self.chunk = patch, chunk
+        self.settings = {  # what config.json records to rebuild it
+            "latent_channels": latent_channels,
+            "latent_layers": latent_layers,
+            "pixel_channels": pixel_channels,
+            "pixel_layers": pixel_layers,
+            "unfold_channels": unfold_channels,
+        }
+        self.latent_in = nn.Conv2d(z_dim + chunk, latent_channels, 3, padding=1)
+        self.latent_blocks = nn.ModuleList(
+            nn.Conv2d(latent_channels, latent_channels, 3, padding=1) for _ in range(latent_layers)
+        )
+        self.unfold = nn.Conv2d(latent_channels, unfold_channels * patch * patch, 1)
+        self.pixel_in = nn.Conv2d(3 + unfold_channels, pixel_channels, 3, padding=1)
+        self.pixel_blocks = nn.ModuleList(
+            nn.Conv2d(pixel_channels, pixel_channels, 3, padding=1) for _ in range(pixel_layers)
+        )
+        self.out = nn.Conv2d(pixel_channels, 3, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, linear: Tensor, latents: Tensor) -> Tensor:
+        """linear [B, 3, F, H, W] (the linear decode of) latents [B, Z, F', h, w] -> [B, 3, F, H, W]."""
+        b, _, frames, height, width = linear.shape
+        chunk, place = self.frame_places(frames, linear.device)
+        grid = latents[:, :, chunk].transpose(1, 2).flatten(0, 1)  # [B F, Z, h, w]
+        out = self.redraw(linear.transpose(1, 2).flatten(0, 1), grid, place.repeat(b))
+        return out.view(b, frames, 3, height, width).transpose(1, 2)
+
+    def frame_places(self, frames: int, device=None) -> tuple[Tensor, Tensor]:
+        """Per frame its latent frame and its place in that chunk: frame 0 is a still chunk of its own,
+        frame k > 0 is place (k - 1) % chunk of latent frame 1 + (k - 1) // chunk."""
+        k = torch.arange(frames, device=device)
+        return torch.where(k == 0, 0, 1 + (k - 1) // self.chunk), torch.where(k == 0, 0, (k - 1) % self.chunk)
+
+    def redraw(self, rgb: Tensor, grid: Tensor, place: Tensor) -> Tensor:
+        """Frames [N, 3, H, W] of the linear decode, their latents [N, Z, h, w] and places [N] -> frames."""
+        place = F.one_hot(place, self.chunk).to(grid)[:, :, None, None].expand(-1, -1, *grid.shape[-2:])
+        h = F.silu(self.latent_in(torch.cat([grid, place], dim=1)))
+        for conv in self.latent_blocks:
+            h = h + F.silu(conv(h))
+        features = F.pixel_shuffle(self.unfold(h), self.patch)  # [N, unfold, H, W]
+        h = F.silu(self.pixel_in(torch.cat([rgb, features], dim=1)))
+        for conv in self.pixel_blocks:
+            h = h + F.silu(conv(h))
+        return rgb + self.out(h)
 
 
 def chunk_patches(video: Tensor, size: int, frames: int) -> Tensor:

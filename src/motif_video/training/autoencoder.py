@@ -10,11 +10,13 @@ directory of a pipeline.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from motif_video.data.shards import iterate_shard
@@ -37,6 +39,17 @@ class AutoencoderConfig:
     spatial_factor: int = 8  # 8 (Wan2.1: three 2x stages) or 4 (two); time is always 4x
     initial_logvar: float = -10.0  # the posterior starts nearly deterministic (see train_autoencoder)
     whiten: int = 0  # patch-pca: the leading components scaled to unit variance (fit_patch_autoencoder)
+    # patch-pca: > 0 scales the other (detail) components, all by one factor, to this root mean square
+    # in the normalised latents; 0 divides them by the std of all projections (v16: ~0.3)
+    detail_scale: float = 0.0
+    # patch-pca: > 0 trains a DetailDecoder (model/vae.py) for this many steps of `decoder_batch`
+    # frames on the fitted latents (0: the linear decode alone)
+    decoder_steps: int = 0
+    decoder_batch: int = 32
+    decoder_lr: float = 3e-3
+    # patch-pca: the components and the decoder see each clip with its RGB channels in a random order,
+    # so that neither ties a shape to the colours it happened to have in the training clips
+    color_augment: bool = False
     seed: int = 0
     path: str = ""  # reuse this fitted autoencoder (a vae/ folder) instead of fitting one: stages share latents
 
@@ -73,7 +86,7 @@ def train_autoencoder(
     from diffusers import AutoencoderKLWan
 
     if cfg.kind == "patch-pca":
-        return fit_patch_autoencoder(clips_dir, out_dir, cfg)
+        return fit_patch_autoencoder(clips_dir, out_dir, cfg, progress)
     if cfg.kind != "wan":
         raise ValueError(f"autoencoder.kind must be 'wan' or 'patch-pca', got {cfg.kind!r}")
     clips = load_clips(clips_dir)
@@ -151,7 +164,9 @@ def train_autoencoder(
 
 
 @torch.no_grad()
-def fit_patch_autoencoder(clips_dir: str | Path, out_dir: str | Path, cfg: AutoencoderConfig) -> dict:
+def fit_patch_autoencoder(
+    clips_dir: str | Path, out_dir: str | Path, cfg: AutoencoderConfig, progress: bool = False
+) -> dict:
     """PCA of the chunk patches of (up to 512 of) the clips, the first frame as a still chunk ->
     PatchAutoencoder, normalised (per-channel mean; unit std for the first `whiten` components,
     one shared std for the rest), saved to `out_dir`."""
@@ -162,6 +177,8 @@ def fit_patch_autoencoder(clips_dir: str | Path, out_dir: str | Path, cfg: Autoe
     size = cfg.spatial_factor
     if (video.shape[2] - 1) % 4 or video.shape[3] % size or video.shape[4] % size:
         raise ValueError(f"clips of 4k+1 frames and sides that are multiples of {size} expected, got {video.shape}")
+    if cfg.color_augment:
+        video = permute_colors(video, torch.Generator().manual_seed(cfg.seed))
     config = {
         "_class_name": "PatchAutoencoder",
         "z_dim": cfg.z_dim,
@@ -187,10 +204,71 @@ def fit_patch_autoencoder(clips_dir: str | Path, out_dir: str | Path, cfg: Autoe
     # and colour only in the last steps, and the objects came out in the wrong colours.
     z = vae.encode(video)  # the raw projections (mean 0, std 1 so far)
     spread, shared = z.std(dim=(0, 2, 3, 4)).tolist(), float(z.std())
+    # The shape of an object lives in the detail components (docs/shapes-world.md, "Where the shape is
+    # lost"): under the one global scale they sit at ~0.3 of the noise's std, and sampling settles
+    # the layout before they carry any signal. `detail_scale` lifts them, still by one common factor.
+    detail = z[:, cfg.whiten :]
+    if cfg.detail_scale > 0 and detail.numel():
+        centred = detail - detail.mean(dim=(0, 2, 3, 4), keepdim=True)
+        shared = float(centred.square().mean().sqrt()) / cfg.detail_scale
     config["latents_mean"] = z.mean(dim=(0, 2, 3, 4)).tolist()
     config["latents_std"] = spread[: cfg.whiten] + [shared] * (cfg.z_dim - min(cfg.whiten, cfg.z_dim))
     vae = PatchAutoencoder(config, tensors)
     probe = video[:: max(1, len(video) // 16)][:16]
-    error = float((vae.decode(vae.encode(probe)) - probe).abs().mean())
+    result = {"reconstruction_l1": float((vae.decode(vae.encode(probe)) - probe).abs().mean())}
+    if cfg.decoder_steps > 0:
+        result["reconstruction_l1_linear"] = result["reconstruction_l1"]
+        vae, result["decoder"] = train_detail_decoder(vae, video, cfg, progress)
+        result["reconstruction_l1"] = float((vae.decode(vae.encode(probe)) - probe).abs().mean())
     vae.save_pretrained(out_dir)
-    return {"reconstruction_l1": error, "latents_mean": config["latents_mean"], "latents_std": config["latents_std"]}
+    return result | {"latents_mean": config["latents_mean"], "latents_std": config["latents_std"]}
+
+
+def permute_colors(video: Tensor, generator: torch.Generator) -> Tensor:
+    """Each clip [3, F, H, W] of `video` with its RGB channels in one of the 6 orders, drawn by `generator`:
+    gray and black stay what they are, a red object may become a green or blue one."""
+    orders = torch.tensor([[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]])
+    pick = orders[torch.randint(len(orders), (len(video),), generator=generator)]
+    return torch.stack([clip[order] for clip, order in zip(video, pick, strict=True)])
+
+
+@torch.enable_grad()  # called inside fit_patch_autoencoder's no_grad
+def train_detail_decoder(vae, video: Tensor, cfg: AutoencoderConfig, progress: bool = True) -> tuple:
+    """Fit a DetailDecoder to redraw `video` (clips [N, 3, F, H, W]) from `vae`'s latents and linear decode.
+
+    Random frames, `cfg.decoder_batch` a step, AdamW with a cosine decay, L1 + 10 x L2: the squared
+    term puts the weight on the few pixels where the linear decode is far off (edges and corners)
+    rather than on the flat background. Returns the PatchAutoencoder with the decoder, and the first and last losses."""
+    from motif_video.model.vae import DetailDecoder, PatchAutoencoder
+
+    torch.manual_seed(cfg.seed)
+    decoder = DetailDecoder(vae.z_dim, vae.spatial_factor, vae.temporal_factor)
+    with torch.no_grad():  # fixed inputs: the components are not trained further
+        latents = torch.cat([vae.encode(part) for part in video.split(64)])
+        linear = torch.cat([vae.decode_linear(part) for part in latents.split(64)])
+    frames = video.shape[2]
+    chunk, place = decoder.frame_places(frames)
+    optimizer = torch.optim.AdamW(decoder.parameters(), lr=cfg.decoder_lr)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    losses = []
+    for step in tqdm(range(cfg.decoder_steps), desc="detail decoder", disable=not progress):
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.decoder_lr * 0.5 * (1 + math.cos(math.pi * step / cfg.decoder_steps))
+        clip = torch.randint(len(video), (cfg.decoder_batch,), generator=generator)
+        frame = torch.randint(frames, (cfg.decoder_batch,), generator=generator)
+        out = decoder.redraw(linear[clip, :, frame], latents[clip, :, chunk[frame]], place[frame])
+        error = out - video[clip, :, frame]
+        loss = error.abs().mean() + 10 * error.square().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    decoder.eval().requires_grad_(False)
+    config = dict(vae.config) | {"decoder": decoder.settings}
+    tensors = dict(vae.tensors) | {f"decoder.{k}": v for k, v in decoder.state_dict().items()}
+    tail = max(1, len(losses) // 10)
+    return PatchAutoencoder(config, tensors), {
+        "steps": cfg.decoder_steps,
+        "first_loss": float(np.mean(losses[:tail])),
+        "last_loss": float(np.mean(losses[-tail:])),
+    }
