@@ -24,11 +24,12 @@ demo: $(VENV)/.installed
 	@echo "Try other prompts: colors red green blue yellow purple white; shapes circle square triangle;"
 	@echo "moves up / down / to the left / to the right; on a (striped) gray or black background."
 
-# Rebuild the embedded default model from scratch (about an hour on a 2-core CPU): train, score, ship.
+# Rebuild the embedded default model from scratch (about 70 minutes on a 2-core CPU): train, score, ship.
 embedded: $(VENV)/.installed
 	$(VENV)/bin/motif-video train configs/shapes-tiny.toml
-	$(VENV)/bin/motif-video eval shapes --weights runs/shapes-tiny/pipeline --count 16 --out runs/shapes-tiny/eval
-	$(PY) -m motif_video.embedded runs/shapes-tiny/pipeline --eval runs/shapes-tiny/eval/report.json
+	$(VENV)/bin/motif-video eval shapes --weights runs/shapes-tiny/pipeline --count 16 --captions all --out runs/shapes-tiny/eval
+	$(PY) -m motif_video.embedded runs/shapes-tiny/pipeline --eval runs/shapes-tiny/eval/report.json \
+		--name shapes-tiny-v17 --figure docs/figures/shapes-tiny-samples.png
 
 # Rebuild the shipped 4-step student (shapes-tiny-4step) from the embedded model (about 35 minutes on a
 # 2-core CPU): the teacher's trajectories, the distillation, its score, shipped beside the default.

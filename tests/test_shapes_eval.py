@@ -54,13 +54,25 @@ def test_report_splits_trained_and_held_out(tmp_path):
         not any((o.color, o.shape) in world.HELD_OUT for o in scenes[r["caption"]].objects)
         for r in report["trained"]["prompts"]
     )
-    result = run("eval", "shapes", "--reference", "--count", "2", "--out", str(tmp_path / "ev"), "--quiet")
+    # every caption form: the same scenes prompted as the world writes them and as people type them
+    args = ("eval", "shapes", "--reference", "--captions", "all", "--count", "2", "--out", str(tmp_path / "ev"))
+    result = run(*args, "--quiet")
     assert result.returncode == 0, result.stderr
-    assert json.loads((tmp_path / "ev" / "report.json").read_text())["trained"]["mean"]["motion"] == 1.0
-    assert len(list((tmp_path / "ev" / "videos").glob("*.mp4"))) == 4
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert report["trained"]["mean"]["motion"] == 1.0 and report["caption_forms"] == ["long", "short", "truncated"]
+    for split in ("trained", "held_out"):
+        prompts = report[split]["prompts"]
+        assert [p["form"] for p in prompts] == ["long"] * 2 + ["short"] * 2 + ["truncated"] * 2
+        assert all("background" in p["caption"] for p in prompts[:2])
+        assert not any("background" in p["caption"] or p["caption"].startswith("a ") for p in prompts[4:])
+        assert all(p["caption"].endswith(("left", "right", "up", "down")) for p in prompts[2:])
+        assert set(report[split]["by_form"]) == {"long", "short", "truncated"}
+        assert all(m["color"] == 1.0 and m["motion"] == 1.0 for m in report[split]["by_form"].values())
+    assert "| trained, short captions |" in result.stdout
+    assert len(list((tmp_path / "ev" / "videos").glob("*.mp4"))) == 12
     page = (tmp_path / "ev" / "report.html").read_text()
     sources = re.findall(r'<video src="([^"]+)" autoplay muted loop', page)
-    assert len(sources) == 4 and all((tmp_path / "ev" / src).is_file() for src in sources)
+    assert len(sources) == 12 and all((tmp_path / "ev" / src).is_file() for src in sources)
     assert "Shapes benchmark" in page and "temporal_flickering" in page
     metrics = json.loads((tmp_path / "ev" / "report.json").read_text())["metrics"]
     assert all(0.9 < m["temporal_flickering"] <= 1 and m["dynamic_degree_moving_share"] > 0 for m in metrics.values())

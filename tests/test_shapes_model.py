@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 from test_cli import run
 
 from motif_video.data import world
-from motif_video.embedded import EMBEDDED, embed, embedded_weights, manifest
+from motif_video.embedded import EMBEDDED, embed, embedded_weights, manifest, samples_figure
 from motif_video.media import read_video
 from motif_video.model.word_encoder import WordTextEncoder
 from motif_video.sampling.pipeline import MotifVideoPipeline
@@ -42,6 +43,8 @@ def tiny_shapes_config(tmp_path, *overrides: str) -> TrainConfig:
             "train.sample_every=4",
             "train.sample_steps=2",
             "optim.warmup_steps=1",
+            "autoencoder.decoder_steps=10",  # the DetailDecoder in the chain, at toy cost
+            "autoencoder.decoder_batch=4",
             *overrides,
         ],
     )
@@ -102,9 +105,12 @@ def test_embed_writes_float16_weights_and_scores(tmp_path):
     train(tiny_shapes_config(tmp_path), progress=False)
     report = {s: {"mean": {"color": 0.5, "mean": 0.4}} for s in ("trained", "held_out")}
     (tmp_path / "report.json").write_text(json.dumps(report))
-    out = embed(tmp_path / "run" / "pipeline", tmp_path / "report.json", tmp_path / "shipped", "make embedded", 2.5, 7)
+    out = embed(
+        tmp_path / "run" / "pipeline", tmp_path / "report.json", tmp_path / "shipped", "make embedded", 2.5, 7, "v9"
+    )
     info = manifest(out)
     assert info["command"] == "make embedded" and info["dtype"] == "float16" and info["defaults"]["steps"] == 7
+    assert info["name"] == "v9" and "decoder" in json.loads((out / "vae" / "config.json").read_text())
     assert json.loads((out / "guider" / "guider_config.json").read_text())["guidance_scale"] == 2.5
     assert info["metrics"]["shapes_benchmark"]["held_out"]["color"] == 0.5
     for file in out.rglob("*.safetensors"):
@@ -114,6 +120,9 @@ def test_embed_writes_float16_weights_and_scores(tmp_path):
     kwargs = dict(height=32, width=32, frames=9, steps=2, progress=False)
     a, b = full("a red circle moves up", **kwargs).frames, half("a red circle moves up", **kwargs).frames
     assert (a - b).abs().max() < 0.05
+    # the samples figure: a row of frames per prompt, at the model's default size
+    figure = samples_figure(out, tmp_path / "samples.png", prompts=("a red circle moves up", "blue square"), columns=3)
+    assert np.asarray(Image.open(figure)).shape == (2 * 32, 3 * 32, 3)
 
 
 # -- the shipped model -------------------------------------------------------------------------------

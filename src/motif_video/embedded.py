@@ -67,6 +67,7 @@ def embed(
     command: str = "",
     guidance_scale: float | None = None,
     steps: int | None = None,
+    name: str = "",
 ) -> Path:
     """Copy a trained pipeline into `out` with float16 weights, adding the benchmark scores and
     the training command to its manifest; `guidance_scale` / `steps` replace the sampling
@@ -88,6 +89,8 @@ def embed(
         }
     if command:
         info["command"] = command
+    if name:
+        info["name"] = name
     if guidance_scale is not None:
         guider = partial / "guider" / "guider_config.json"
         guider.write_text(json.dumps({**json.loads(guider.read_text()), "guidance_scale": guidance_scale}, indent=2))
@@ -124,10 +127,42 @@ def main() -> None:
     parser.add_argument("--out", default=str(EMBEDDED), help="where to write it (default: inside the package)")
     parser.add_argument("--guidance-scale", type=float, default=None, help="replaces the CFG scale of guider/")
     parser.add_argument("--steps", type=int, default=None, help="replaces the default number of sampling steps")
+    parser.add_argument("--name", default="", help="the model's name in its manifest (default: the run's folder name)")
+    parser.add_argument(
+        "--figure", default=None, help="also write a PNG of frames of the shipped model's samples of FIGURE_PROMPTS"
+    )
     args = parser.parse_args()
-    path = embed(args.pipeline, args.eval, args.out, args.command, args.guidance_scale, args.steps)
+    path = embed(args.pipeline, args.eval, args.out, args.command, args.guidance_scale, args.steps, args.name)
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     print(f"embedded model written to {path} ({size / 2**20:.1f} MiB)")
+    if args.figure:
+        print(f"wrote {samples_figure(path, args.figure)}")
+
+
+FIGURE_PROMPTS = (  # the samples figure of docs/shapes-world.md and the README: long, short and truncated captions
+    "a red circle moves to the left on a gray background",
+    "a blue square moves up on a black background",
+    "yellow triangle goes down",
+    "white circle moving right",
+)
+
+
+def samples_figure(weights: str | Path, out: str | Path, prompts=FIGURE_PROMPTS, columns: int = 5) -> Path:
+    """Frames 0, 4, 8, 12, 16 of each prompt's video (the model's defaults, seed 0), one row a prompt."""
+    import numpy as np
+
+    from motif_video.media import write_contact_sheet
+    from motif_video.sampling.pipeline import load_pipeline
+
+    pipe = load_pipeline(weights, device="cpu")
+    defaults = manifest(Path(weights)).get("defaults", {})
+    size = {k: defaults.get(k, v) for k, v in (("height", 64), ("width", 64), ("frames", 17), ("steps", 20))}
+    rows = []
+    for prompt in prompts:
+        frames = pipe(prompt, seed=0, progress=False, **size).uint8()[0]
+        picks = np.linspace(0, len(frames) - 1, columns).round().astype(int)
+        rows.append(np.concatenate([frames[i] for i in picks], axis=1))
+    return write_contact_sheet(np.concatenate(rows, axis=0)[None], out, columns=1)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,15 @@ def register(sub) -> None:
         help="with --reference: the renders encoded and decoded by the weights' autoencoder (the ceiling that "
         "the model's latents allow)",
     )
-    evaluate.add_argument("--count", type=int, default=8, help="prompts per split")
+    evaluate.add_argument("--count", type=int, default=8, help="prompts per split (and per caption form)")
+    evaluate.add_argument(
+        "--captions",
+        choices=["long", "short", "truncated", "all"],
+        default="long",
+        help="shapes: the prompts' caption form: the world's long caption ('a red circle moves to the left on a "
+        "gray background'), the short one as people type it ('red circle goes left'), the truncated one ('red "
+        "circle moving left'), or all three (each split scored over all, and per form)",
+    )
     evaluate.add_argument("--steps", type=int, default=None, help="denoising steps (default: manifest, else 20)")
     evaluate.add_argument("--height", type=int, default=None, help="pixels (default: manifest, else 64)")
     evaluate.add_argument("--width", type=int, default=None, help="pixels (default: manifest, else 64)")
@@ -103,7 +111,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.benchmark == "vbench":
         return run_vbench(args)
     from motif_video.data import world
-    from motif_video.eval.shapes import benchmark_scenes, markdown, pipeline_generator, run_benchmark
+    from motif_video.eval.shapes import CAPTION_FORMS, benchmark_prompts, markdown, pipeline_generator, run_benchmark
     from motif_video.media import check_writable
     from motif_video.sampling.pipeline import request_factors, validate_request
 
@@ -117,8 +125,9 @@ def run_eval(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     check_writable(out / "report.json")
     pipe = vae = None
+    forms = CAPTION_FORMS if args.captions == "all" else (args.captions,)
     if args.reference:
-        scenes = {s.caption: s for held in (False, True) for s in benchmark_scenes(args.count, held)}
+        scenes = {index: scene for _, _, index, scene, _ in benchmark_prompts(args.count, forms)}
 
         if args.through_vae:
             from motif_video.eval.shape_loss import through_autoencoder
@@ -129,7 +138,7 @@ def run_eval(args: argparse.Namespace) -> int:
             vae = load_autoencoder(weights / "vae", dtype=dtype, device=device)
 
         def generate(caption: str, index: int):
-            video = world.render(scenes[caption], args.frames, args.height, args.width)
+            video = world.render(scenes[index], args.frames, args.height, args.width)
             return video if vae is None else through_autoencoder(vae, video)
     else:
         validate_request(["x"], args.height, args.width, args.frames, args.steps, *request_factors(weights))
@@ -150,6 +159,7 @@ def run_eval(args: argparse.Namespace) -> int:
         height=args.height,
         width=args.width,
         progress=not args.quiet,
+        forms=forms,
     )
     print(markdown(report), end="")
     print(f"wrote {out / 'report.html'}")

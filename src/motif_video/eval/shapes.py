@@ -102,26 +102,54 @@ def _classify(mask: np.ndarray) -> str:
     return min(FILL_RATIO, key=lambda s: abs(FILL_RATIO[s] - fill))
 
 
+CAPTION_FORMS = ("long", "short", "truncated")  # the world's caption variants (world.Scene.captions)
+COLUMNS = ("color", "shape", "motion", "stability", "mean")
+
+
+def benchmark_prompts(
+    count: int, forms: tuple[str, ...] = ("long",), seed: int = 1234
+) -> list[tuple[str, str, int, world.Scene, str]]:
+    """(split, form, index, scene, prompt) of every benchmark video: per split and caption form the
+    `count` scenes of `benchmark_scenes`; the index is unique over all of them (the video's seed offset;
+    with the long form alone it is split * count + i). A short or truncated prompt is phrased as
+    `Scene.captions` phrases it, the phrasing drawn from (seed, index)."""
+    unknown = [f for f in forms if f not in CAPTION_FORMS]
+    if unknown or not forms:
+        raise ValueError(f"caption forms must be among {', '.join(CAPTION_FORMS)}, got {', '.join(forms) or 'none'}")
+    rows = []
+    for s, (split, held_out) in enumerate((("trained", False), ("held_out", True))):
+        for f, form in enumerate(forms):
+            for i, scene in enumerate(benchmark_scenes(count, held_out, seed)):
+                index = (f * 2 + s) * count + i
+                prompt = scene.captions(np.random.default_rng([seed, index]))[CAPTION_FORMS.index(form)]
+                rows.append((split, form, index, scene, prompt))
+    return rows
+
+
 def evaluate(
-    generate: Callable[[str, int], np.ndarray], count: int = 8, seed: int = 1234, progress: bool = False
+    generate: Callable[[str, int], np.ndarray],
+    count: int = 8,
+    seed: int = 1234,
+    progress: bool = False,
+    forms: tuple[str, ...] = ("long",),
 ) -> dict:
-    """Generate (`generate(caption, index) -> video`, index unique over both splits) and score
-    trained and held-out prompts."""
+    """Generate (`generate(caption, index) -> video`, index unique over the whole run) and score
+    trained and held-out prompts, in each caption form of `forms`; with more than one form, each
+    split also has its means per form ("by_form")."""
+    prompts = benchmark_prompts(count, forms, seed)
+    rows: dict[str, list[dict]] = {"trained": [], "held_out": []}
+    for split, form, index, scene, prompt in tqdm(prompts, desc="shapes benchmark", unit="video", disable=not progress):
+        s = score(generate(prompt, index), scene)
+        rows[split].append({"caption": prompt, "form": form, **asdict(s), "mean": s.mean})
+
+    def means(selected: list[dict]) -> dict:
+        return {k: float(np.mean([r[k] for r in selected])) for k in COLUMNS}
+
     report: dict = {}
-    bar = tqdm(total=2 * count, desc="shapes benchmark", unit="video", disable=not progress)
-    for offset, (split, held_out) in enumerate((("trained", False), ("held_out", True))):
-        rows = []
-        for i, scene in enumerate(benchmark_scenes(count, held_out, seed)):
-            s = score(generate(scene.caption, offset * count + i), scene)
-            rows.append({"caption": scene.caption, **asdict(s), "mean": s.mean})
-            bar.update()
-        report[split] = {
-            "prompts": rows,
-            "mean": {
-                k: float(np.mean([r[k] for r in rows])) for k in ("color", "shape", "motion", "stability", "mean")
-            },
-        }
-    bar.close()
+    for split, split_rows in rows.items():
+        report[split] = {"prompts": split_rows, "mean": means(split_rows)}
+        if len(forms) > 1:
+            report[split]["by_form"] = {f: means([r for r in split_rows if r["form"] == f]) for f in forms}
     return report
 
 
@@ -140,11 +168,10 @@ def pipeline_generator(pipe, *, height: int, width: int, frames: int, steps: int
 def markdown(report: dict) -> str:
     lines = ["| split | color | shape | motion | stability | mean |", "|---|---|---|---|---|---|"]
     for split in ("trained", "held_out"):
-        m = report[split]["mean"]
-        lines.append(
-            f"| {split} | {m['color']:.3f} | {m['shape']:.3f} | {m['motion']:.3f} | "
-            f"{m['stability']:.3f} | {m['mean']:.3f} |"
-        )
+        parts = [(split, report[split]["mean"])]
+        parts += [(f"{split}, {form} captions", m) for form, m in report[split].get("by_form", {}).items()]
+        for name, m in parts:
+            lines.append(f"| {name} | " + " | ".join(f"{m[k]:.3f}" for k in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -159,6 +186,7 @@ def run_benchmark(
     height: int = 64,
     width: int = 64,
     progress: bool = False,
+    forms: tuple[str, ...] = ("long",),
 ) -> dict:
     """One benchmark run written to `out`: the videos, report.json / report.md, the weight-free
     metrics of every video and report.html; with `pipe`, also the attention figure of its first video."""
@@ -178,15 +206,13 @@ def run_benchmark(
         kept.append((caption, name, all_metrics(video)))
         return video
 
-    report = evaluate(generate_and_keep, count=count, progress=progress)
+    report = evaluate(generate_and_keep, count=count, progress=progress, forms=forms)
     report["source"] = source
+    report["caption_forms"] = list(forms)
     report["metrics"] = {name: metrics for _, name, metrics in kept}
     write_json(report, out / "report.json")
     (out / "report.md").write_text(markdown(report))
-    shapes_rows = [
-        [split, *(report[split]["mean"][k] for k in ("color", "shape", "motion", "stability", "mean"))]
-        for split in ("trained", "held_out")
-    ]
+    shapes_rows = [[split, *(report[split]["mean"][k] for k in COLUMNS)] for split in ("trained", "held_out")]
     metric_names = list(kept[0][2])
     figures = []
     if pipe is not None:  # how the model attends, on its first video (noised half-way)

@@ -236,9 +236,9 @@ def permute_colors(video: Tensor, generator: torch.Generator) -> Tensor:
 def train_detail_decoder(vae, video: Tensor, cfg: AutoencoderConfig, progress: bool = True) -> tuple:
     """Fit a DetailDecoder to redraw `video` (clips [N, 3, F, H, W]) from `vae`'s latents and linear decode.
 
-    Random frames, `cfg.decoder_batch` a step, AdamW with a cosine decay, L1 + 10 x L2: the squared
-    term puts the weight on the few pixels where the linear decode is far off (edges and corners)
-    rather than on the flat background. Returns the PatchAutoencoder with the decoder, and the first and last losses."""
+    Random frames, `cfg.decoder_batch` a step, AdamW with a cosine decay, L1 + 10 x L2: the squared term puts the
+    weight on the few pixels where the linear decode is far off (edges and corners) rather than on
+    the flat background. Returns the PatchAutoencoder with the decoder, and the first and last losses."""
     from motif_video.model.vae import DetailDecoder, PatchAutoencoder
 
     torch.manual_seed(cfg.seed)
