@@ -41,7 +41,7 @@ def test_help_prints_each_default_once_and_nothing_on_stderr():
             assert text.count("default") <= 1, f"{name} {action.option_strings}: {text}"
     result = run("eval", "--help")
     assert result.returncode == 0 and result.stderr == ""
-    assert "prompts per split (default: 8)" in " ".join(result.stdout.split())
+    assert "prompts per split (and per caption form) (default: 8)" in " ".join(result.stdout.split())
     for command in ("eval", "analyze", "generate", "serve", "curriculum"):  # every command that runs a model
         assert "--device" in commands[command].format_help() and "--dtype" in commands[command].format_help()
     top = run("--help")
