@@ -22,7 +22,8 @@ demo: $(VENV)/.installed
 		--out outputs/demo.mp4 --gif --contact-sheet
 	@echo "outputs/demo.mp4 (and .gif, .png) were made by the embedded shapes-world model (no download)."
 	@echo "Try other prompts: colors red green blue yellow purple white; shapes circle square triangle;"
-	@echo "moves up / down / to the left / to the right; on a (striped) gray or black background."
+	@echo "moves up / down / to the left / to the right; on a (striped) gray or black background;"
+	@echo "or as people type it: \"red circle goes left\", \"blue square moving up\"."
 
 # Rebuild the embedded default model from scratch (about 70 minutes on a 2-core CPU): train, score, ship.
 embedded: $(VENV)/.installed
