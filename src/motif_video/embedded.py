@@ -151,17 +151,13 @@ def samples_figure(weights: str | Path, out: str | Path, prompts=FIGURE_PROMPTS,
     """Frames 0, 4, 8, 12, 16 of each prompt's video (the model's defaults, seed 0), one row a prompt."""
     import numpy as np
 
-    from motif_video.media import write_contact_sheet
+    from motif_video.media import contact_sheet, write_contact_sheet
     from motif_video.sampling.pipeline import load_pipeline
 
     pipe = load_pipeline(weights, device="cpu")
     defaults = manifest(Path(weights)).get("defaults", {})
     size = {k: defaults.get(k, v) for k, v in (("height", 64), ("width", 64), ("frames", 17), ("steps", 20))}
-    rows = []
-    for prompt in prompts:
-        frames = pipe(prompt, seed=0, progress=False, **size).uint8()[0]
-        picks = np.linspace(0, len(frames) - 1, columns).round().astype(int)
-        rows.append(np.concatenate([frames[i] for i in picks], axis=1))
+    rows = [contact_sheet(pipe(p, seed=0, progress=False, **size).uint8()[0], columns) for p in prompts]
     return write_contact_sheet(np.concatenate(rows, axis=0)[None], out, columns=1)
 
 

@@ -86,12 +86,17 @@ def write_gif(frames: np.ndarray, path: str | Path, fps: int = 24) -> Path:
     return atomic_write(path, write)
 
 
+def contact_sheet(frames: np.ndarray, columns: int = 8) -> np.ndarray:
+    """Up to `columns` evenly spaced frames [F, H, W, 3] side by side: one [H, W x columns, 3] image."""
+    picks = np.linspace(0, len(frames) - 1, min(columns, len(frames))).round().astype(int)
+    return np.concatenate([frames[i] for i in picks], axis=1)
+
+
 def write_contact_sheet(frames: np.ndarray, path: str | Path, columns: int = 8) -> Path:
     """Up to `columns` evenly spaced frames side by side in one PNG."""
     from PIL import Image
 
-    picks = np.linspace(0, len(frames) - 1, min(columns, len(frames))).round().astype(int)
-    sheet = np.concatenate([frames[i] for i in picks], axis=1)
+    sheet = contact_sheet(frames, columns)
     return atomic_write(path, lambda tmp: Image.fromarray(sheet).save(tmp, format="PNG"))
 
 

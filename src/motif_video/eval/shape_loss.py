@@ -17,12 +17,13 @@ import torch
 from tqdm.auto import tqdm
 
 from motif_video.data import world
+from motif_video.eval.shapes import COLUMNS as BENCHMARK_COLUMNS
 from motif_video.eval.shapes import benchmark_scenes, score
 from motif_video.model.vae import PatchAutoencoder
 from motif_video.sampling.guidance import Guidance
 from motif_video.training.flow import TIMESTEP_SCALE, interpolate
 
-COLUMNS = ("color", "shape", "motion", "stability")
+COLUMNS = BENCHMARK_COLUMNS[:4]  # the benchmark's scores, without their mean
 
 
 def to_pixels(video: np.ndarray) -> torch.Tensor:

@@ -153,6 +153,7 @@ class PatchAutoencoder:
         video = self.decode_linear(latents)
         if self.decoder is None:
             return video
+        # clip by clip: the decoder's full-resolution features are 32 channels a frame
         return torch.cat([self.decoder(video[i : i + 1], latents[i : i + 1]) for i in range(len(video))])
 
     def decode_linear(self, latents: Tensor) -> Tensor:
