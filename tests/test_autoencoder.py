@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -67,7 +69,7 @@ def test_detail_decoder_redraws_edges_and_round_trips(tmp_path):
     training lowers the reconstruction error, it is saved and loaded with the components, and
     `detail_scale` sets the detail channels' spread."""
     from motif_video.model.vae import DetailDecoder
-    from motif_video.training.autoencoder import permute_colors
+    from motif_video.training.autoencoder import permute_colors, train_detail_decoder
 
     prepare("shapes:16", tmp_path / "clips", PrepareConfig(fps=8, frame_buckets=(9,), area=32 * 32), progress=False)
     clips = torch.stack(load_clips(tmp_path / "clips"))
@@ -97,6 +99,14 @@ def test_detail_decoder_redraws_edges_and_round_trips(tmp_path):
     # frame by frame: a clip decoded alone equals its row of a batch, and a single image works
     torch.testing.assert_close(vae.decode(z[3:4]), decoded[3:4], atol=1e-5, rtol=1e-5)
     assert vae.decode(z[:2, :, :1]).shape == (2, 3, 1, 32, 32)
+    # a decoder fitted on latents put off the data's by noise redraws noised latents better than one
+    # fitted on clean latents (a sampled latent is never exactly a clip's)
+    noised = z + 0.3 * torch.randn(z.shape, generator=torch.Generator().manual_seed(1))
+    errors = {}
+    for noise in (0.0, 0.4):
+        robust, _ = train_detail_decoder(vae, clips, replace(cfg, decoder_steps=150, decoder_noise=noise), False)
+        errors[noise] = float((robust.decode(noised) - clips).square().mean())
+    assert errors[0.4] < 0.9 * errors[0.0], errors
     # colour augmentation permutes the channels of each clip; gray stays gray
     mixed = permute_colors(clips, torch.Generator().manual_seed(0))
     assert sorted(mixed[0].flatten().tolist()) == sorted(clips[0].flatten().tolist())

@@ -74,6 +74,16 @@ def test_world_layout_follows_the_caption():
             assert abs(across - middle) <= 0.08
     assert len({round(o.x, 3) for s in scenes for o in s.objects}) > 100  # jittered, not fixed
     assert {len(s.objects) for s in scenes} == {1, 2}
+    # free layout (extension training): that share of the scenes start anywhere, the rest are unchanged,
+    # and every scene keeps its objects, motions, captions and background
+    free = [world.scene(0, i, free_layout=0.5) for i in range(200)]
+    moved = [f for s, f in zip(scenes, free, strict=True) if s != f]
+    assert 70 <= len(moved) <= 130
+    assert all(s.caption == f.caption and s.background == f.background for s, f in zip(scenes, free, strict=True))
+    starts = np.array([(o.y, o.x) for f in moved for o in f.objects])
+    low, high = world.FREE_STARTS
+    assert starts.min() >= low and starts.max() <= high and starts.std(axis=0).min() > 0.12  # spread on both axes
+    assert world.scene(0, 3, free_layout=1.0) == world.scene(0, 3, free_layout=1.0) != world.scene(0, 3)
 
 
 def test_bucket_assignment():

@@ -13,7 +13,7 @@ from test_shapes_model import tiny_shapes_config
 from motif_video.cli import main
 from motif_video.media import read_video, write_mp4
 from motif_video.random_weights import build_random_pipeline
-from motif_video.sampling.extend import color_stats, extend, match_color_stats, seam_ratio
+from motif_video.sampling.extend import color_stats, extend, hand_over, match_color_stats, seam_ratio
 from motif_video.sampling.pipeline import MotifVideoPipeline
 
 FAST = ["--frames", "9", "--steps", "2", "--quiet"]
@@ -100,14 +100,18 @@ def test_storyboard_writes_one_video_of_its_segments(prefix_model, tmp_path, cap
         (["--storyboard", str(tmp_path)], f"storyboard {tmp_path} is a folder; give the TOML or JSON file"),
         (["--storyboard", str(unknown)], "storyboard prompt 2 ('a red elephant moves up'): unknown words"),
         (["a red circle moves up", "--no-color-match"], "--no-color-match goes with --storyboard"),
+        (["a red circle moves up", "--handover", "2"], "--handover goes with --storyboard"),
+        (["--storyboard", str(board), "--handover", "-1"], "--handover must be >= 0 frames (0: off), got -1"),
     ):
         assert main(["generate", *args, *weights, "--out", str(tmp_path / "never.mp4")]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "never.mp4").exists()  # the unknown word is refused before the first segment
-    raw = ["--storyboard", str(tmp_path / "board.toml"), "--no-color-match", "--out", str(tmp_path / "raw.mp4")]
-    assert main(["generate", *raw, *weights]) == 0
+    raw = ["--storyboard", str(tmp_path / "board.toml"), "--no-color-match", "--handover", "0"]
+    assert main(["generate", *raw, "--out", str(tmp_path / "raw.mp4"), *weights]) == 0
     assert json.loads((tmp_path / "raw.json").read_text())["color_match"] is False
-    assert json.loads((tmp_path / "story.json").read_text())["color_match"] is True
+    assert json.loads((tmp_path / "raw.json").read_text())["handover"] == 0
+    story = json.loads((tmp_path / "story.json").read_text())
+    assert story["color_match"] is True and story["handover"] == 4
 
 
 def test_given_frames_are_held_on_the_flow_path():
@@ -139,11 +143,23 @@ def test_color_matching_moves_a_segment_to_the_reference_statistics():
     assert seam_ratio(video, [3]) == (100.0, 0.0)
 
 
+def test_hand_over_spreads_the_seam_over_the_first_new_frames():
+    """The difference between the video's last frame and the new segment's drawing of it is added to the
+    first new frames, fading linearly: a jump of 80 levels becomes steps of 20 over 3 frames."""
+    given, remade = np.full((2, 2, 3), 120, np.uint8), np.full((2, 2, 3), 40, np.uint8)
+    segment = np.full((5, 2, 2, 3), 40, np.uint8)  # the new segment, as drawn
+    out = hand_over(given, remade, segment, 3)
+    assert out[:, 0, 0, 0].tolist() == [100, 80, 60, 40, 40]
+    assert seam_ratio(np.concatenate([given[None], out]), [1])[0] == 20.0
+    assert np.array_equal(hand_over(given, remade, segment, 0), segment)  # 0: off
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
         (["--segments", "0"], "--segments must be >= 1, got 0"),
         (["--overlap", "0"], "--overlap must be >= 1 latent frame"),
+        (["--handover", "-1"], "--handover must be >= 0 frames (0: off), got -1"),
         (["WRONGSIZE"], "the video is 48x48; this model makes 32x32"),
         (["MISSING"], "does not exist"),
         (["FOLDER"], "is a folder; give the video file to extend"),

@@ -78,6 +78,46 @@ def test_shapes_chain_trains_text_encoder_and_exports_a_pipeline(tmp_path):
     assert read_video(samples[0].read_bytes())[0].shape == (9, 32, 32, 3)
 
 
+def test_free_layout_clips_teach_continuing_not_text_to_video(tmp_path):
+    """Extension training (configs/shapes-tiny-extend.toml): clips whose object starts anywhere are
+    marked in the data; a batch without a condition leaves them out of the loss, a batch conditioned
+    on a prefix trains on them."""
+    from motif_video.training.objective import losses, make_inputs
+    from motif_video.training.train import build
+
+    overrides = ["world.free_layout=0.5", "flow.i2v_fraction=0.0", "flow.prefix_fraction=0.5", "train.steps=30"]
+    cfg = tiny_shapes_config(tmp_path, *overrides)
+    state = build(cfg)
+    lines = [json.loads(x) for x in (tmp_path / "data" / "clips" / "metadata.jsonl").read_text().splitlines()]
+    free = {m["caption"] for m in lines if m.get("layout") == "free"}
+    assert 2 <= len(free) <= 10  # about half of 12, each a scene that world.scene moved
+    seen = {"t2v": 0, "prefix": 0}
+    for step in range(30):  # the steps of the run's plan, in order
+        batch = state.data.batch(step, 4)
+        flags = batch["free_layout"]
+        assert flags.tolist() == [c in free for c in batch["captions"]]
+        inputs = make_inputs(state, batch, step)
+        if not flags.any():  # no free clip: nothing to weigh
+            assert inputs.sample_weights is None
+            continue
+        if inputs.loss_from == 0:  # text-to-video: the free clips weigh nothing
+            assert inputs.sample_weights.tolist() == (~flags).float().tolist()
+            seen["t2v"] += 1
+        else:  # continuing a prefix: every clip counts
+            assert inputs.sample_weights is None
+            seen["prefix"] += 1
+        if seen["t2v"] == 1 and inputs.loss_from == 0 and not flags.all():  # and the loss follows the weights
+            with torch.no_grad():
+                base, _ = losses(state, inputs, slice(0, 4), repa_on=False)
+                kept = ~flags
+                inputs.target[kept] += 1.0  # the kept clips' error changes the loss, the free clips' does not
+                assert losses(state, inputs, slice(0, 4), repa_on=False)[0] > base + 0.1
+                inputs.target[kept] -= 1.0
+                inputs.target[flags] += 1.0
+                torch.testing.assert_close(losses(state, inputs, slice(0, 4), repa_on=False)[0], base)
+    assert seen["t2v"] and seen["prefix"]
+
+
 def test_shapes_data_is_reused_and_guarded(tmp_path, monkeypatch):
     train(tiny_shapes_config(tmp_path), progress=False)
     data = tmp_path / "data"
@@ -91,6 +131,10 @@ def test_shapes_data_is_reused_and_guarded(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="other \\[world\\]"):
         other = "train.out_dir=" + json.dumps(str(tmp_path / "other"))
         train(tiny_shapes_config(tmp_path, "world.clips=13", other), progress=False)
+    with pytest.raises(ValueError, match="other \\[world\\]"):  # a later setting, recorded once it is set
+        train(tiny_shapes_config(tmp_path, "world.free_layout=0.5", other), progress=False)
+    recipe = json.loads((data / "recipe.json").read_text())  # and left out while unset: older folders stay valid
+    assert "free_layout" not in recipe["world"] and "decoder_noise" not in recipe["autoencoder"]
     with monkeypatch.context() as m:  # clips of another version of the world (larger objects)
         m.setattr(world, "OBJECT_SIZE", world.OBJECT_SIZE + 0.1)
         with pytest.raises(ValueError, match="another version of the world"):
@@ -99,6 +143,8 @@ def test_shapes_data_is_reused_and_guarded(tmp_path, monkeypatch):
         tiny_shapes_config(tmp_path, "text.encoder='precomputed'")
     with pytest.raises(ValueError, match="world.max_objects must be at least 1, got 0"):
         tiny_shapes_config(tmp_path, "world.max_objects=0")
+    with pytest.raises(ValueError, match=r"world.free_layout must be a share in \[0, 1\], got -0.1"):
+        tiny_shapes_config(tmp_path, "world.free_layout=-0.1")
 
 
 def test_embed_writes_float16_weights_and_scores(tmp_path):

@@ -56,6 +56,17 @@ def test_time_sampling_and_shift():
         flow.sample_times(2, g, "beta")
 
 
+def test_channel_weights_scale_each_channels_share_of_the_loss():
+    target = torch.zeros(2, 4, 3, 2, 2)
+    prediction = target.clone()
+    prediction[:, 1] = 1.0  # an error of 1 in channel 1 only
+    assert flow.flow_loss(prediction, target) == pytest.approx(1 / 4)
+    assert flow.flow_loss(prediction, target, channel_weights=(1, 4, 1, 1)) == pytest.approx(4 / 4)
+    assert flow.flow_loss(prediction, target, channel_weights=(1, 0, 1, 1)) == 0
+    prediction[:, 3, :1] = 2.0  # the first frame is a given condition: its error is not counted
+    assert flow.flow_loss(prediction, target, 1, channel_weights=(1, 4, 1, 9)) == pytest.approx(4 / 4)
+
+
 def test_a_phase_trains_at_pure_noise_only(tmp_path, monkeypatch):
     from motif_video.training import objective
 
@@ -278,6 +289,10 @@ def test_config_errors_name_the_key(tmp_path):
         TrainConfig.load(CONFIG, ["flow.noise_phase=[0.5, 1.2]"])
     with pytest.raises(ValueError, match=r"flow.noise_phase_fraction must be in \[0, 1\], got 1.5"):
         TrainConfig.load(CONFIG, ["flow.noise_phase_fraction=1.5"])
+    with pytest.raises(ValueError, match=r"flow.channel_weights has 3 weights; the model's latents have 16 channels"):
+        TrainConfig.load(CONFIG, ["flow.channel_weights=[1, 2, 3]"])
+    with pytest.raises(ValueError, match=r"flow.channel_weights must be finite, >= 0 and not all 0, got \[-1.0"):
+        TrainConfig.load(CONFIG, [f"flow.channel_weights={[-1.0] + [1.0] * 15}"])
     cfg = TrainConfig.load(CONFIG, ["optim.betas=[0.8, 0.9]", "tread.enabled=false"])
     assert cfg.optim.betas == (0.8, 0.9) and cfg.tread.enabled is False
 

@@ -98,6 +98,14 @@ def register(sub) -> None:
     prepare.add_argument("--seed", type=int, default=0, help="seed of the shapes world")
     prepare.add_argument("--max-objects", type=int, default=2, help="shapes world: at most this many objects per clip")
     prepare.add_argument(
+        "--free-layout",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="shapes world: the share of clips whose objects start anywhere rather than where the caption's "
+        "layout puts them (clips for extension training; default 0)",
+    )
+    prepare.add_argument(
         "--stage",
         default=None,
         help="from a curate folder: only the clips admitted to this curriculum stage (144p, 360p, 480p, 720p)",
@@ -240,8 +248,15 @@ def run_prepare(args: argparse.Namespace) -> int:
             f"--fps must be > 0, --area >= 256, --shard-size >= 1 and --max-objects >= 1, got {args.fps}, "
             f"{args.area}, {args.shard_size} and {args.max_objects}"
         )
+    if not 0.0 <= args.free_layout <= 1.0:
+        raise UsageError(f"--free-layout must be a share in [0, 1], got {args.free_layout}")
     cfg = PrepareConfig(
-        fps=args.fps, frame_buckets=buckets, area=args.area, shard_size=args.shard_size, max_objects=args.max_objects
+        fps=args.fps,
+        frame_buckets=buckets,
+        area=args.area,
+        shard_size=args.shard_size,
+        max_objects=args.max_objects,
+        free_layout=args.free_layout,
     )
     report = prepare(args.source, args.out, cfg, seed=args.seed, progress=not args.quiet, stage=args.stage)
     buckets = ", ".join(f"{name}: {n}" for name, n in report["buckets"].items()) or "none"

@@ -16,6 +16,11 @@ from motif_video.cli.common import (
     weights_path,
 )
 
+HANDOVER_HELP = (
+    "frames over which the change at each seam is spread: the difference between the video's last frame and "
+    "the new segment's own drawing of it, fading out over this many new frames (0: off; default 4)"
+)
+
 
 def register(sub) -> None:
     from motif_video.sampling.schedule import SCHEDULERS
@@ -39,6 +44,13 @@ def register(sub) -> None:
         "--no-color-match",
         action="store_true",
         help="with --storyboard: leave each segment's colours as generated (default: matched to the video so far)",
+    )
+    p.add_argument(
+        "--handover",
+        type=int,
+        default=None,
+        metavar="FRAMES",
+        help="with --storyboard: " + HANDOVER_HELP,
     )
     p.add_argument(
         "--negative-prompt",
@@ -167,6 +179,7 @@ def register(sub) -> None:
     )
     e.add_argument("--out", default=None, help="output .mp4 (default: VIDEO-extended.mp4)")
     e.add_argument("--no-color-match", action="store_true", help="leave each segment's colours as generated")
+    e.add_argument("--handover", type=int, default=4, metavar="FRAMES", help=HANDOVER_HELP)
     add_segment_options(e)
     e.set_defaults(run=extend)
 
@@ -292,9 +305,10 @@ def generate(args: argparse.Namespace) -> int:
             guidance=guidance,
             negative_prompt=negative,
             match_colors=not args.no_color_match,
+            handover=args.handover,
             progress=not args.quiet,
         )
-        extra = {"storyboard": args.storyboard, "color_match": not args.no_color_match}
+        extra = {"storyboard": args.storyboard, "color_match": not args.no_color_match, "handover": args.handover}
         write_segments(args, pipe, weights, result, out, guidance, negative, started, extra)
         return 0
 
@@ -408,6 +422,8 @@ def extend(args: argparse.Namespace) -> int:
         raise UsageError(f"--segments must be >= 1, got {args.segments}")
     if args.overlap is not None and args.overlap < 1:
         raise UsageError(f"--overlap must be >= 1 latent frame, got {args.overlap}")
+    if args.handover < 0:
+        raise UsageError(f"--handover must be >= 0 frames (0: off), got {args.handover}")
     if args.fps < 1:
         raise UsageError(f"--fps must be >= 1, got {args.fps}")
     out = Path(args.out) if args.out else source.with_name(source.stem + "-extended.mp4")
@@ -429,13 +445,14 @@ def extend(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         frames=args.frames,
         match_colors=not args.no_color_match,
+        handover=args.handover,
         seed=args.seed,
         progress=not args.quiet,
         steps=args.steps,
         guidance=guidance,
         negative_prompt=negative,
     )
-    extra = {"extends": str(source.resolve()), "color_match": not args.no_color_match}
+    extra = {"extends": str(source.resolve()), "color_match": not args.no_color_match, "handover": args.handover}
     write_segments(args, pipe, weights, result, out, guidance, negative, started, extra)
     return 0
 
@@ -499,7 +516,12 @@ def read_storyboard(args: argparse.Namespace) -> list[str]:
             raise UsageError("give a PROMPT (or --storyboard FILE)")
         if args.no_color_match:
             raise UsageError("--no-color-match goes with --storyboard (one segment has no colours to match)")
+        if args.handover is not None:
+            raise UsageError("--handover goes with --storyboard (one segment has no seams)")
         return [args.prompt]
+    args.handover = 4 if args.handover is None else args.handover
+    if args.handover < 0:
+        raise UsageError(f"--handover must be >= 0 frames (0: off), got {args.handover}")
     if args.prompt is not None:
         raise UsageError("give a PROMPT or --storyboard FILE, not both")
     if args.batch != 1 or args.image is not None:

@@ -37,10 +37,13 @@ class PrepareConfig:
     shard_size: int = 64  # clips per shard (closed between sources)
     max_clips_per_video: int = 4
     max_objects: int = world.MAX_OBJECTS  # shapes:N sources: each clip has 1..max_objects objects
+    free_layout: float = 0.0  # shapes:N sources: the share of clips whose objects start anywhere (world.scene)
 
     def __post_init__(self):
         if self.max_objects < 1:
             raise ValueError(f"max_objects must be at least 1, got {self.max_objects}")
+        if not 0.0 <= self.free_layout <= 1.0:
+            raise ValueError(f"free_layout must be a share in [0, 1], got {self.free_layout}")
 
 
 def caption_of(row: dict) -> str | tuple[str, str, str] | None:
@@ -164,11 +167,13 @@ def _clips(
 ) -> Iterator[tuple[dict, np.ndarray]]:
     if path.startswith("shapes:"):
         index = int(path.removeprefix("shapes:"))
-        scene = world.scene(seed, index, max_objects=cfg.max_objects)
+        scene = world.scene(seed, index, max_objects=cfg.max_objects, free_layout=cfg.free_layout)
         bucket = assign(max(cfg.frame_buckets), 1, 1, cfg.frame_buckets, [sizes[len(sizes) // 2]])
         frames = world.render(scene, bucket.frames, bucket.height, bucket.width, fps=cfg.fps)
         meta = _meta(path, 0, scene.caption, bucket, cfg)
         meta["captions"] = list(scene.captions(np.random.default_rng([seed, index, 7])))  # long, short, truncated
+        if scene != world.scene(seed, index, max_objects=cfg.max_objects):  # started anywhere (free_layout)
+            meta["layout"] = "free"  # the caption does not say where the object is: no text-to-video target
         yield meta, frames
         return
     variants = caption if isinstance(caption, tuple) else None

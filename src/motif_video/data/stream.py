@@ -336,6 +336,7 @@ class RankStream(torch.utils.data.IterableDataset):
                     elif kind == "json":
                         meta = json.loads(data)
                         entry["caption"], entry["captions"] = meta["caption"], meta.get("captions")
+                        entry["free_layout"] = meta.get("layout") == "free"
                     elif kind == "mp4" and self.with_video:
                         entry["mp4"] = data
         missing = wanted - set(out)
@@ -349,6 +350,8 @@ class RankStream(torch.utils.data.IterableDataset):
             "latents": torch.stack([torch.from_numpy(s["latents"]) for s in items]),
             "captions": [s["caption"] for s in items],
             "caption_variants": [s.get("captions") for s in items],
+            # clips whose caption does not say where the object is (shapes world, free_layout)
+            "free_layout": torch.tensor([bool(s.get("free_layout")) for s in items]),
         }
         if all("text" in s for s in items):
             texts = [pad_text(torch.from_numpy(s["text"]), self.text_len) for s in items]

@@ -9,7 +9,7 @@ composition from memorisation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -33,6 +33,7 @@ MOTIONS: dict[str, tuple[float, float]] = {  # (dy, dx) unit directions
 }
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {"gray": (110, 110, 110), "black": (15, 15, 15)}
 PATTERNS = ("plain", "striped")
+FREE_STARTS = (0.2, 0.8)  # free-layout scenes: each start coordinate uniform in this range of the frame
 # Combinations never rendered for training; evaluation asks for them.
 HELD_OUT: frozenset[tuple[str, str]] = frozenset({("red", "triangle"), ("blue", "circle"), ("yellow", "square")})
 
@@ -96,8 +97,13 @@ def vocabulary() -> list[str]:
     return sorted(words)
 
 
-def scene(seed: int, index: int, held_out: bool = False, max_objects: int = MAX_OBJECTS) -> Scene:
-    """Scene `index` of the world `seed`; `held_out=True` draws only held-out combinations."""
+def scene(
+    seed: int, index: int, held_out: bool = False, max_objects: int = MAX_OBJECTS, free_layout: float = 0.0
+) -> Scene:
+    """Scene `index` of the world `seed`; `held_out=True` draws only held-out combinations. With
+    `free_layout` > 0, that share of the scenes start their objects anywhere (`FREE_STARTS` on both
+    axes) instead of where the caption's layout puts them: clips in which only the video itself says
+    where an object is, for training a model to continue a video (extension)."""
     rng = np.random.default_rng([seed, index, int(held_out)])
     objects = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
@@ -109,7 +115,15 @@ def scene(seed: int, index: int, held_out: bool = False, max_objects: int = MAX_
     if held_out:  # one held-out object is enough to make a scene held out; keep it single
         objects = objects[:1]
     placed = tuple(_place(*o, lane, len(objects), rng) for lane, o in enumerate(objects))
-    return Scene(placed, str(rng.choice(list(BACKGROUNDS))), str(rng.choice(PATTERNS)))
+    result = Scene(placed, str(rng.choice(list(BACKGROUNDS))), str(rng.choice(PATTERNS)))
+    if free_layout > 0:  # drawn after everything else, so a world without free scenes is unchanged
+        free = np.random.default_rng([seed, index, int(held_out), 11])
+        if free.uniform() < free_layout:
+            low, high = FREE_STARTS
+            starts = [(float(free.uniform(low, high)), float(free.uniform(low, high))) for _ in placed]
+            moved = tuple(replace(o, y=y, x=x) for o, (y, x) in zip(placed, starts, strict=True))
+            result = replace(result, objects=moved)
+    return result
 
 
 def _place(color: str, shape: str, motion: str, lane: int, count: int, rng: np.random.Generator) -> ShapeObject:

@@ -82,6 +82,7 @@ def extend(
     overlap: int | None = None,
     frames: int = 17,
     match_colors: bool = True,
+    handover: int = 4,
     reference: np.ndarray | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -108,12 +109,26 @@ def extend(
         result = pipe(
             prompt, height=height, width=width, frames=frames, seed=seed + i, progress=progress, **kwargs, **options
         )
-        segment = result.uint8()[0][keep:]  # the frames after the given ones
+        made = result.uint8()[0]
         if match_colors:
-            segment = match_color_stats(segment, stats)
+            made = match_color_stats(made, stats)
+        segment = hand_over(out[-1], made[keep - 1], made[keep:], handover)  # the frames after the given ones
         seams.append(len(out))
         out = np.concatenate([out, segment])
     return Extended(out, seams, list(prompts), overlap)
+
+
+def hand_over(given: np.ndarray, remade: np.ndarray, segment: np.ndarray, frames: int) -> np.ndarray:
+    """`segment` [F, H, W, 3] with the difference between the video's last frame `given` and the model's
+    own rendering of that moment `remade` (the condition frame, which a new segment draws again with its
+    own noise: another texture, a slightly other colour) added to its first `frames` frames, fading
+    linearly to nothing, so the change is spread over those frames instead of landing on one."""
+    if frames <= 0:
+        return segment
+    delta = given.astype(np.float64) - remade.astype(np.float64)
+    fade = np.clip(1 - np.arange(1, len(segment) + 1) / (frames + 1), 0, None)  # 1 - j / (frames + 1), then 0
+    out = segment.astype(np.float64) + fade[:, None, None, None] * delta
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 def color_stats(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -143,6 +158,7 @@ def storyboard(pipe, prompts: list[str], *, frames: int, height: int, width: int
     progress = options.pop("progress", True)
     overlap = options.pop("overlap", None)
     match_colors = options.pop("match_colors", True)
+    handover = options.pop("handover", 4)
     first = pipe(prompts[0], height=height, width=width, frames=frames, seed=seed, progress=progress, **options)
     video = first.uint8()[0]
     if len(prompts) == 1:
@@ -154,6 +170,7 @@ def storyboard(pipe, prompts: list[str], *, frames: int, height: int, width: int
         overlap=overlap,
         frames=frames,
         match_colors=match_colors,
+        handover=handover,
         seed=seed + 1,
         progress=progress,
         **options,

@@ -50,6 +50,10 @@ class AutoencoderConfig:
     # patch-pca: the components and the decoder see each clip with its RGB channels in a random order,
     # so that neither ties a shape to the colours it happened to have in the training clips
     color_augment: bool = False
+    # patch-pca: the DetailDecoder learns to redraw the clip from its latents plus Gaussian noise of a
+    # standard deviation drawn in [0, decoder_noise] per clip (normalised latent units): a sampled latent
+    # is never exactly on the data's, and a decoder fitted on clean latents draws the error as a grid
+    decoder_noise: float = 0.0
     seed: int = 0
     path: str = ""  # reuse this fitted autoencoder (a vae/ folder) instead of fitting one: stages share latents
 
@@ -256,7 +260,14 @@ def train_detail_decoder(vae, video: Tensor, cfg: AutoencoderConfig, progress: b
             group["lr"] = cfg.decoder_lr * 0.5 * (1 + math.cos(math.pi * step / cfg.decoder_steps))
         clip = torch.randint(len(video), (cfg.decoder_batch,), generator=generator)
         frame = torch.randint(frames, (cfg.decoder_batch,), generator=generator)
-        out = decoder.redraw(linear[clip, :, frame], latents[clip, :, chunk[frame]], place[frame])
+        given, drawn = latents[clip], linear[clip, :, frame]  # [B, Z, F', h, w], [B, 3, H, W]
+        if cfg.decoder_noise > 0:  # each clip's latents off the data's by a drawn amount, decoded again
+            scale = cfg.decoder_noise * torch.rand(len(clip), 1, 1, 1, 1, generator=generator)
+            given = given + scale * torch.randn(given.shape, generator=generator)
+            with torch.no_grad():
+                drawn = vae.decode_linear(given)[torch.arange(len(clip)), :, frame]
+        rows = torch.arange(len(clip))
+        out = decoder.redraw(drawn, given[rows, :, chunk[frame]], place[frame])
         error = out - video[clip, :, frame]
         loss = error.abs().mean() + 10 * error.square().mean()
         optimizer.zero_grad(set_to_none=True)

@@ -7,6 +7,7 @@ rejected with the offending name. `TrainConfig.load("configs/debug.toml", ["opti
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -98,6 +99,9 @@ class WorldSection:
     width: int = 64
     fps: float = 8.0
     max_objects: int = shapes_world.MAX_OBJECTS  # objects per clip: 1..max_objects
+    # the share of clips whose objects start anywhere, not where the caption's layout puts them (for
+    # extension training: only the conditioned prefix tells where the object is)
+    free_layout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,10 @@ class FlowSection:
     # batches conditioned on a random prefix of 1..F-1 latent frames (mask = 1 on them), the loss on
     # the frames after it: what `motif-video extend` continues a video with (drawn after i2v_fraction)
     prefix_fraction: float = 0.0
+    # per latent channel weights of the velocity loss (empty: all 1). The shapes world's patch latents
+    # keep an object's outline in their small detail channels; weighting them trains the outline harder
+    # without making the channels louder (which turns sampling error into speckle: shapes-world.md)
+    channel_weights: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -245,6 +253,8 @@ class TrainConfig:
             raise ValueError(f"world clips are square, a multiple of 16: got {self.world.height} x {self.world.width}")
         if self.world.max_objects < 1:
             raise ValueError(f"world.max_objects must be at least 1, got {self.world.max_objects}")
+        if not 0.0 <= self.world.free_layout <= 1.0:
+            raise ValueError(f"world.free_layout must be a share in [0, 1], got {self.world.free_layout}")
         if self.text.encoder in ("sentence", "t5gemma2") and not self.text.path:
             raise ValueError(f"text.encoder {self.text.encoder!r} needs text.path (its text_encoder/ and tokenizer/)")
         if self.data.source == "shapes" and self.text.encoder == "precomputed":
@@ -267,6 +277,15 @@ class TrainConfig:
             )
         if not 0.0 <= self.flow.noise_phase_fraction <= 1.0:
             raise ValueError(f"flow.noise_phase_fraction must be in [0, 1], got {self.flow.noise_phase_fraction}")
+        if any(not math.isfinite(w) or w < 0 for w in f.channel_weights) or (
+            f.channel_weights and max(f.channel_weights) == 0
+        ):
+            raise ValueError(f"flow.channel_weights must be finite, >= 0 and not all 0, got {list(f.channel_weights)}")
+        if f.channel_weights and len(f.channel_weights) != transformer.out_channels:
+            raise ValueError(
+                f"flow.channel_weights has {len(f.channel_weights)} weights; the model's latents have "
+                f"{transformer.out_channels} channels"
+            )
         phase = self.flow.noise_phase
         if len(phase) != 2 or not 0.0 <= phase[0] <= phase[1] <= 1.0:
             raise ValueError(

@@ -64,7 +64,20 @@ def velocity_target(x0: Tensor, noise: Tensor) -> Tensor:
     return noise - x0
 
 
-def flow_loss(prediction: Tensor, target: Tensor, first_frame: int = 0) -> Tensor:
+def flow_loss(
+    prediction: Tensor,
+    target: Tensor,
+    first_frame: int = 0,
+    channel_weights: tuple[float, ...] = (),
+    sample_weights: Tensor | None = None,
+) -> Tensor:
     """Mean squared error over the latent frames from `first_frame` on (the frames before it are a
-    given condition: extension training), computed in float32."""
-    return (prediction[:, :, first_frame:].float() - target[:, :, first_frame:].float()).square().mean()
+    given condition: extension training), computed in float32; with `channel_weights`, each latent
+    channel's squared error times its weight; with `sample_weights` [B], each sample's (a sample of
+    weight 0 adds nothing, the mean is still over all B, so micro-batches add up to the batch)."""
+    error = (prediction[:, :, first_frame:].float() - target[:, :, first_frame:].float()).square()
+    if channel_weights:
+        error = error * torch.tensor(channel_weights, device=error.device).view(1, -1, *[1] * (error.dim() - 2))
+    if sample_weights is not None:
+        error = error * sample_weights.to(error.device, error.dtype).view(-1, *[1] * (error.dim() - 1))
+    return error.mean()

@@ -97,6 +97,7 @@ class Inputs:
     pixels: Tensor | None  # [B, 3, F', H', W'] for the REPA teacher
     tokens: int  # video tokens per sample
     loss_from: int  # the first latent frame in the loss (after an extension's conditioned prefix)
+    sample_weights: Tensor | None  # [B] weights of the samples in the loss (None: all 1)
     variant_counts: list[int] | None  # samples given the long / short / truncated caption
 
 
@@ -156,6 +157,10 @@ def make_inputs(state, batch: dict, step: int) -> Inputs:
         condition[:, z, :prefix] = 1.0
         image_tokens = batch.get("image_tokens")
     loss_from = prefix if u >= flow.i2v_fraction else 0  # image-to-video keeps the loss on every frame
+    # a clip whose caption does not say where its object is (free_layout) teaches continuing a video, not
+    # text-to-video: without a condition it is left out of the loss
+    free = batch.get("free_layout")
+    sample_weights = (~free).float() if free is not None and bool(free.any()) and not prefix else None
 
     route = None
     if cfg.tread.enabled:
@@ -184,6 +189,7 @@ def make_inputs(state, batch: dict, step: int) -> Inputs:
         pixels,
         tokens,
         loss_from,
+        sample_weights,
         None if pick is None else [pick.count(i) for i in range(3)],
     )
 
@@ -207,7 +213,9 @@ def losses(state, inputs: Inputs, rows: slice, repa_on: bool) -> tuple[Tensor, T
             route=route,
             capture=[cfg.repa.block] if repa_on else (),
         )
-        flow = flow_loss(out.velocity, inputs.target[rows].to(device), inputs.loss_from)
+        weights = None if inputs.sample_weights is None else inputs.sample_weights[rows]
+        velocity = inputs.target[rows].to(device)
+        flow = flow_loss(out.velocity, velocity, inputs.loss_from, cfg.flow.channel_weights, weights)
         repa = torch.zeros((), device=device)
         if repa_on:
             frames, height, width = inputs.xt.shape[2:]

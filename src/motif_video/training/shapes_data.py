@@ -23,16 +23,26 @@ from motif_video.data.preprocess import PrepareConfig, prepare
 from motif_video.distributed import print0
 from motif_video.training.autoencoder import train_autoencoder
 
+LATER_SETTINGS = {"path", "free_layout", "decoder_noise"}  # recorded in recipe.json only when set
+
 
 def build_shapes_data(cfg, is_main: bool = True, progress: bool = True) -> Path:
     """Make (or reuse) PATH/clips, PATH/vae and PATH/latents for `cfg` (a TrainConfig); returns
     PATH/latents. Only the main process builds; the others wait at the caller's barrier."""
     root = Path(cfg.data.path)
     world = cfg.world
-    autoencoder = {k: v for k, v in asdict(cfg.autoencoder).items() if k != "path" or v}  # unset path: not recorded
+
+    def settings(section) -> dict:  # settings added after data folders were made: recorded only when set
+        return {k: v for k, v in asdict(section).items() if k not in LATER_SETTINGS or v}
+
     render = {"object_size": shapes_world.OBJECT_SIZE, "speed": shapes_world.SPEED}  # the world's constants
     # captions: each clip's meta holds its long / short / truncated captions (world.Scene.captions)
-    recipe = {"world": asdict(world), "render": render, "captions": "long-short-truncated", "autoencoder": autoencoder}
+    recipe = {
+        "world": settings(world),
+        "render": render,
+        "captions": "long-short-truncated",
+        "autoencoder": settings(cfg.autoencoder),
+    }
     recipe_file = root / "recipe.json"
     if recipe_file.is_file() and json.loads(recipe_file.read_text()) != recipe:
         raise ValueError(
@@ -53,7 +63,12 @@ def build_shapes_data(cfg, is_main: bool = True, progress: bool = True) -> Path:
             f"shapes:{world.clips}",
             clips,
             PrepareConfig(
-                fps=world.fps, frame_buckets=(world.frames,), area=area, shard_size=250, max_objects=world.max_objects
+                fps=world.fps,
+                frame_buckets=(world.frames,),
+                area=area,
+                shard_size=250,
+                max_objects=world.max_objects,
+                free_layout=world.free_layout,
             ),
             seed=world.seed,
             progress=progress,
