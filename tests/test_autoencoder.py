@@ -102,11 +102,9 @@ def test_detail_decoder_redraws_edges_and_round_trips(tmp_path):
     # a decoder fitted on latents put off the data's by noise redraws noised latents better than one
     # fitted on clean latents (a sampled latent is never exactly a clip's)
     noised = z + 0.3 * torch.randn(z.shape, generator=torch.Generator().manual_seed(1))
-    errors = {}
-    for noise in (0.0, 0.4):
-        robust, _ = train_detail_decoder(vae, clips, replace(cfg, decoder_steps=150, decoder_noise=noise), False)
-        errors[noise] = float((robust.decode(noised) - clips).square().mean())
-    assert errors[0.4] < 0.9 * errors[0.0], errors
+    robust, _ = train_detail_decoder(vae, clips, replace(cfg, decoder_noise=0.4), False)  # as `vae`'s, with noise
+    errors = [float((model.decode(noised) - clips).square().mean()) for model in (vae, robust)]
+    assert errors[1] < 0.9 * errors[0], errors
     # colour augmentation permutes the channels of each clip; gray stays gray
     mixed = permute_colors(clips, torch.Generator().manual_seed(0))
     assert sorted(mixed[0].flatten().tolist()) == sorted(clips[0].flatten().tolist())
