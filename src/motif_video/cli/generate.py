@@ -22,6 +22,11 @@ HANDOVER_HELP = (
 )
 
 
+def check_handover(frames: int) -> None:
+    if frames < 0:
+        raise UsageError(f"--handover must be >= 0 frames (0: off), got {frames}")
+
+
 def register(sub) -> None:
     from motif_video.sampling.schedule import SCHEDULERS
 
@@ -422,8 +427,7 @@ def extend(args: argparse.Namespace) -> int:
         raise UsageError(f"--segments must be >= 1, got {args.segments}")
     if args.overlap is not None and args.overlap < 1:
         raise UsageError(f"--overlap must be >= 1 latent frame, got {args.overlap}")
-    if args.handover < 0:
-        raise UsageError(f"--handover must be >= 0 frames (0: off), got {args.handover}")
+    check_handover(args.handover)
     if args.fps < 1:
         raise UsageError(f"--fps must be >= 1, got {args.fps}")
     out = Path(args.out) if args.out else source.with_name(source.stem + "-extended.mp4")
@@ -520,8 +524,7 @@ def read_storyboard(args: argparse.Namespace) -> list[str]:
             raise UsageError("--handover goes with --storyboard (one segment has no seams)")
         return [args.prompt]
     args.handover = 4 if args.handover is None else args.handover
-    if args.handover < 0:
-        raise UsageError(f"--handover must be >= 0 frames (0: off), got {args.handover}")
+    check_handover(args.handover)
     if args.prompt is not None:
         raise UsageError("give a PROMPT or --storyboard FILE, not both")
     if args.batch != 1 or args.image is not None:

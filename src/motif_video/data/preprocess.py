@@ -172,7 +172,7 @@ def _clips(
         frames = world.render(scene, bucket.frames, bucket.height, bucket.width, fps=cfg.fps)
         meta = _meta(path, 0, scene.caption, bucket, cfg)
         meta["captions"] = list(scene.captions(np.random.default_rng([seed, index, 7])))  # long, short, truncated
-        if scene != world.scene(seed, index, max_objects=cfg.max_objects):  # started anywhere (free_layout)
+        if world.is_free(seed, index, cfg.free_layout):  # started anywhere (free_layout)
             meta["layout"] = "free"  # the caption does not say where the object is: no text-to-video target
         yield meta, frames
         return

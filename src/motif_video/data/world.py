@@ -116,14 +116,27 @@ def scene(
         objects = objects[:1]
     placed = tuple(_place(*o, lane, len(objects), rng) for lane, o in enumerate(objects))
     result = Scene(placed, str(rng.choice(list(BACKGROUNDS))), str(rng.choice(PATTERNS)))
-    if free_layout > 0:  # drawn after everything else, so a world without free scenes is unchanged
-        free = np.random.default_rng([seed, index, int(held_out), 11])
-        if free.uniform() < free_layout:
-            low, high = FREE_STARTS
-            starts = [(float(free.uniform(low, high)), float(free.uniform(low, high))) for _ in placed]
-            moved = tuple(replace(o, y=y, x=x) for o, (y, x) in zip(placed, starts, strict=True))
-            result = replace(result, objects=moved)
+    free = _free_draws(seed, index, held_out, free_layout)
+    if free is not None:
+        low, high = FREE_STARTS
+        starts = [(float(free.uniform(low, high)), float(free.uniform(low, high))) for _ in placed]
+        moved = tuple(replace(o, y=y, x=x) for o, (y, x) in zip(placed, starts, strict=True))
+        result = replace(result, objects=moved)
     return result
+
+
+def is_free(seed: int, index: int, free_layout: float, held_out: bool = False) -> bool:
+    """Whether scene `index` starts its objects anywhere (world.scene with this `free_layout`)."""
+    return _free_draws(seed, index, held_out, free_layout) is not None
+
+
+def _free_draws(seed: int, index: int, held_out: bool, free_layout: float) -> np.random.Generator | None:
+    """The generator of a free scene's starts, or None for a scene laid out by its caption. A stream of
+    its own, so a world without free scenes is unchanged."""
+    if free_layout <= 0:
+        return None
+    free = np.random.default_rng([seed, index, int(held_out), 11])
+    return free if free.uniform() < free_layout else None
 
 
 def _place(color: str, shape: str, motion: str, lane: int, count: int, rng: np.random.Generator) -> ShapeObject:
