@@ -100,8 +100,10 @@ def test_the_autoencoders_ceiling_scores_the_renders_after_encode_and_decode(tmp
 
 def test_model_report_has_videos_metrics_and_the_attention_figure(tmp_path):
     out = tmp_path / "ev"
-    result = run("eval", "shapes", "--count", "1", "--steps", "2", "--out", str(out), "--quiet")  # embedded model
-    assert result.returncode == 0, result.stderr
+    result = run("eval", "shapes", "--count", "1", "--steps", "2", "--seed", "5", "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr  # the embedded model
+    settings = json.loads((out / "report.json").read_text())["settings"]  # how the videos were made
+    assert settings == {"frames": 17, "height": 64, "width": 64, "steps": 2, "seed": 5, "guidance": "cfg", "scale": 2.0}
     page = (out / "report.html").read_text()
     assert '<img src="attention.png"' in page and len(re.findall(r"<video src=", page)) == 2
     assert (out / "attention.png").stat().st_size > 10_000

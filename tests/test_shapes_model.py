@@ -3,6 +3,7 @@ of the transformer and a word-level text encoder -> pipeline export), and the sh
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -21,18 +22,20 @@ from motif_video.media import read_video
 from motif_video.model.word_encoder import WordTextEncoder
 from motif_video.sampling.pipeline import MotifVideoPipeline
 from motif_video.training.config import TrainConfig
-from motif_video.training.train import train
+from motif_video.training.train import check_resume, train
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "shapes-tiny.toml"
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "shapes-tiny.toml"
+FINISH = ROOT / "configs" / "shapes-tiny-finish.toml"  # make embedded's second stage
 
 
-def tiny_shapes_config(tmp_path, *overrides: str) -> TrainConfig:
-    """configs/shapes-tiny.toml at toy sizes: 12 clips of 9 x 32 x 32, four training steps."""
+def tiny_shapes_config(tmp_path, *overrides: str, config: Path = CONFIG, run: str = "run") -> TrainConfig:
+    """configs/shapes-tiny.toml (or `config`) at toy sizes: 12 clips of 9 x 32 x 32, four training steps."""
     return TrainConfig.load(
-        CONFIG,
+        config,
         [
             f"data.path={json.dumps(str(tmp_path / 'data'))}",
-            f"train.out_dir={json.dumps(str(tmp_path / 'run'))}",
+            f"train.out_dir={json.dumps(str(tmp_path / run))}",
             "data.batch_size=4",
             "world.clips=12",
             "world.frames=9",
@@ -76,6 +79,42 @@ def test_shapes_chain_trains_text_encoder_and_exports_a_pipeline(tmp_path):
     samples = sorted((tmp_path / "run" / "samples").glob("*.mp4"))
     assert [p.name for p in samples] == ["step-0000004-0.mp4", "step-0000004-1.mp4"]
     assert read_video(samples[0].read_bytes())[0].shape == (9, 32, 32, 3)
+
+    # the second stage (configs/shapes-tiny-finish.toml) starts from this pipeline: its transformer trains
+    # on, its word-level encoder stays as loaded (text.frozen), or trains on too without that
+    def finish(run: str, *overrides: str):
+        starts = [f"model.init_from={json.dumps(str(pipeline / 'transformer'))}"]
+        starts += [f"text.init_from={json.dumps(str(pipeline))}", "train.steps=2", "train.sample_every=0"]
+        train(tiny_shapes_config(tmp_path, *starts, *overrides, config=FINISH, run=run), progress=False)
+        done = tmp_path / run / "pipeline"
+        return load_file(
+            str(done / "transformer" / "diffusion_pytorch_model.safetensors")
+        ), WordTextEncoder.from_pretrained(done / "text_encoder")
+
+    first = load_file(str(pipeline / "transformer" / "diffusion_pytorch_model.safetensors"))
+    weights, encoder = finish("finish")
+    assert any(not torch.equal(first[k], weights[k]) for k in first)
+    assert all(torch.equal(a, b) for a, b in zip(exported.parameters(), encoder.parameters(), strict=True))
+    _, encoder = finish("finish-text", "text.frozen=false")
+    assert not all(torch.equal(a, b) for a, b in zip(exported.parameters(), encoder.parameters(), strict=True))
+
+
+def test_the_finish_stage_continues_the_first_stage_with_every_token():
+    """make embedded trains two stages; the second (the unrouted finish) must start from the first's
+    exported model and keep its latent space, data and model shape, and differ in what it is for:
+    TREAD off. Also: its pipeline is the one the Makefile ships."""
+    first, finish = TrainConfig.load(CONFIG), TrainConfig.load(FINISH)
+    assert finish.model.init_from == f"{first.train.out_dir}/pipeline/transformer"
+    assert finish.text.init_from == f"{first.train.out_dir}/pipeline"
+    assert (finish.model.preset, finish.model.overrides) == (first.model.preset, first.model.overrides)
+    for section in ("data", "world", "autoencoder", "stage"):
+        assert getattr(finish, section) == getattr(first, section), section
+    assert dataclasses.replace(finish.text, init_from="", frozen=False) == first.text
+    assert first.tread.enabled and not finish.tread.enabled
+    makefile = (ROOT / "Makefile").read_text()
+    assert f"motif-video train configs/{CONFIG.name}\n" in makefile
+    assert f"motif-video train configs/{FINISH.name}\n" in makefile
+    assert f"motif_video.embedded {finish.train.out_dir}/pipeline " in makefile
 
 
 def test_free_layout_clips_teach_continuing_not_text_to_video(tmp_path):
@@ -128,6 +167,14 @@ def test_shapes_data_is_reused_and_guarded(tmp_path, monkeypatch):
     # other world settings: the run folder with checkpoints refuses them; a new run on the same data folder too
     with pytest.raises(ValueError, match=r"holds checkpoints of a run with other settings \(world.clips 12 -> 13\)"):
         train(tiny_shapes_config(tmp_path, "world.clips=13"), progress=False)
+    # a run folder of an older version (settings added since are absent from its config.json) resumes, and a
+    # change of such a setting is still refused
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    del saved["text"]["frozen"], saved["world"]["free_layout"]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    check_resume(tmp_path / "run", tiny_shapes_config(tmp_path))
+    with pytest.raises(ValueError, match=r"other settings \(world.free_layout 0.0 -> 0.5\)"):
+        check_resume(tmp_path / "run", tiny_shapes_config(tmp_path, "world.free_layout=0.5"))
     with pytest.raises(ValueError, match="other \\[world\\]"):
         other = "train.out_dir=" + json.dumps(str(tmp_path / "other"))
         train(tiny_shapes_config(tmp_path, "world.clips=13", other), progress=False)
@@ -145,6 +192,8 @@ def test_shapes_data_is_reused_and_guarded(tmp_path, monkeypatch):
         tiny_shapes_config(tmp_path, "world.max_objects=0")
     with pytest.raises(ValueError, match=r"world.free_layout must be a share in \[0, 1\], got -0.1"):
         tiny_shapes_config(tmp_path, "world.free_layout=-0.1")
+    with pytest.raises(ValueError, match="text.frozen keeps a loaded word-level encoder: it needs .* text.init_from"):
+        tiny_shapes_config(tmp_path, "text.frozen=true")  # nothing loaded: it would freeze a random encoder
 
 
 def test_embed_writes_float16_weights_and_scores(tmp_path):

@@ -160,6 +160,9 @@ def run_eval(args: argparse.Namespace) -> int:
         width=args.width,
         progress=not args.quiet,
         forms=forms,
+        settings=None
+        if pipe is None
+        else {"steps": args.steps, "seed": args.seed, "guidance": pipe.guidance.kind, "scale": pipe.guidance.scale},
     )
     print(markdown(report), end="")
     print(f"wrote {out / 'report.html'}")

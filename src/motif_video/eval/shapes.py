@@ -187,9 +187,11 @@ def run_benchmark(
     width: int = 64,
     progress: bool = False,
     forms: tuple[str, ...] = ("long",),
+    settings: dict | None = None,
 ) -> dict:
     """One benchmark run written to `out`: the videos, report.json / report.md, the weight-free
-    metrics of every video and report.html; with `pipe`, also the attention figure of its first video."""
+    metrics of every video and report.html; with `pipe`, also the attention figure of its first video.
+    `settings` (how the videos were made: steps, seed, guidance) are kept in report.json as they are."""
     from motif_video.eval.metrics import all_metrics
     from motif_video.eval.report import table as html_table
     from motif_video.eval.report import write_html
@@ -209,6 +211,7 @@ def run_benchmark(
     report = evaluate(generate_and_keep, count=count, progress=progress, forms=forms)
     report["source"] = source
     report["caption_forms"] = list(forms)
+    report["settings"] = {"frames": frames, "height": height, "width": width, **(settings or {})}
     report["metrics"] = {name: metrics for _, name, metrics in kept}
     write_json(report, out / "report.json")
     (out / "report.md").write_text(markdown(report))

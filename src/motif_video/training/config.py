@@ -44,6 +44,7 @@ class TextSection:
     encoder: Literal["precomputed", "word", "sentence", "t5gemma2"] = "precomputed"
     path: str = ""
     init_from: str = ""  # "word": a pipeline directory whose trained word-level encoder this one starts from
+    frozen: bool = False  # "word" with init_from: keep that encoder as it is and train the transformer alone
     dim: int = 64  # must equal the transformer's text_dim
     layers: int = 2
     heads: int = 4
@@ -263,6 +264,10 @@ class TrainConfig:
             )
         if self.data.source == "synthetic" and self.text.encoder == "word":
             raise ValueError("text.encoder 'word' needs captions: use data.source 'shards' or 'shapes'")
+        if self.text.frozen and not (self.text.encoder == "word" and self.text.init_from):
+            raise ValueError(
+                "text.frozen keeps a loaded word-level encoder: it needs text.encoder 'word' and text.init_from"
+            )
         if self.text.encoder == "word" and self.text.dim != transformer.text_dim:
             raise ValueError(
                 f"text.dim ({self.text.dim}) must equal the transformer's text_dim ({transformer.text_dim})"

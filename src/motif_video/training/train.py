@@ -157,6 +157,7 @@ def build(cfg: TrainConfig, world: distributed.World | None = None, progress: bo
         t = cfg.text
         if t.init_from:  # a fine-tune of a pipeline with its own word-level encoder: start from it
             text_encoder = WordTextEncoder.from_pretrained(Path(t.init_from) / "text_encoder", device=world.device)
+            text_encoder.train().requires_grad_(not t.frozen)  # loaded for inference: eval, no gradients
             missing = sorted(vocab - set(text_encoder.vocab))
             if missing:
                 raise ValueError(
@@ -397,8 +398,10 @@ def check_resume(run_dir: Path, cfg: TrainConfig) -> None:
                 out[f"{prefix}{k}"] = v
         return out
 
-    before = flat(json.loads(saved.read_text()))
     now = flat(json.loads(json.dumps(cfg.to_dict())))  # tuples as lists, as the file has them
+    # a setting added to motif-video after the run started is absent from its file: the run had its default
+    defaults = flat(json.loads(json.dumps(TrainConfig().to_dict())))
+    before = {**{k: defaults[k] for k in now if k in defaults}, **flat(json.loads(saved.read_text()))}
     changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
         listed = ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
