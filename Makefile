@@ -35,7 +35,7 @@ embedded: $(VENV)/.installed
 		--name shapes-tiny-v18 --figure docs/figures/shapes-tiny-samples.png \
 		--command "motif-video train configs/shapes-tiny.toml && motif-video train configs/shapes-tiny-finish.toml"
 
-# Rebuild the shipped 4-step student (shapes-tiny-4step) from the embedded model (about 35 minutes on a
+# Rebuild the shipped 4-step student (shapes-tiny-4step) from the embedded model (about 45 minutes on a
 # 2-core CPU): the teacher's trajectories, the distillation, its score, shipped beside the default.
 embedded-4step: $(VENV)/.installed
 	$(VENV)/bin/motif-video distill configs/shapes-tiny-4step.toml

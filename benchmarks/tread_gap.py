@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from motif_video.data import world
-from motif_video.embedded import embedded_weights
+from motif_video.embedded import embedded_weights, manifest
 from motif_video.eval.shape_loss import to_pixels
 from motif_video.eval.shapes import benchmark_scenes
 from motif_video.model.routing import random_route
@@ -52,8 +52,10 @@ def main() -> None:
     parser.add_argument("--keep", type=float, default=0.5, help="routed share of the video tokens (TREAD's)")
     parser.add_argument("--blocks", type=int, nargs=2, default=[1, 4], help="first and last routed block")
     args = parser.parse_args()
-    pipe = MotifVideoPipeline.from_pretrained(args.weights or embedded_weights())
-    frames, height, width = 17, 64, 64
+    weights = args.weights or embedded_weights()
+    pipe = MotifVideoPipeline.from_pretrained(weights)
+    defaults = manifest(weights).get("defaults", {})  # the model's own clip size
+    frames, height, width = (defaults.get(k, v) for k, v in (("frames", 17), ("height", 64), ("width", 64)))
     rows = []
     for held_out in (False, True):
         for i, scene in enumerate(benchmark_scenes(args.count, held_out)):
@@ -67,7 +69,7 @@ def main() -> None:
             latents = torch.cat(renders)
             mean_clip = latents.mean(0, keepdim=True)
             shape = tuple(mean_clip.shape)
-            tokens = shape[2] * shape[3] * shape[4]
+            tokens = pipe.transformer.cfg.num_video_tokens(*shape[2:])
             generator = torch.Generator().manual_seed(i)
             errors = {"unrouted": [], "routed": []}
             channel0 = {"unrouted": [], "routed": []}
@@ -95,8 +97,10 @@ def main() -> None:
                     "channel0_routed": statistics.mean(channel0["routed"]),
                 }
             )
-    print(f"{len(rows)} captions, {args.renders} renders each, {args.draws} noise draws; routed: keep {args.keep}, ")
-    print(f"blocks {args.blocks[0]}-{args.blocks[1]}; weights {args.weights or 'the embedded model'}")
+    print(
+        f"{len(rows)} captions, {args.renders} renders each, {args.draws} noise draws; routed: keep {args.keep}, "
+        f"blocks {args.blocks[0]}-{args.blocks[1]}; weights {args.weights or 'the embedded model'}"
+    )
     print("| caption | renders' scatter | unrouted | routed | unrouted / routed | channel 0: clips, unrouted, routed |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -169,12 +169,20 @@ def test_shapes_data_is_reused_and_guarded(tmp_path, monkeypatch):
         train(tiny_shapes_config(tmp_path, "world.clips=13"), progress=False)
     # a run folder of an older version (settings added since are absent from its config.json) resumes, and a
     # change of such a setting is still refused
-    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    original = (tmp_path / "run" / "config.json").read_text()
+    saved = json.loads(original)
     del saved["text"]["frozen"], saved["world"]["free_layout"]
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
     check_resume(tmp_path / "run", tiny_shapes_config(tmp_path))
     with pytest.raises(ValueError, match=r"other settings \(world.free_layout 0.0 -> 0.5\)"):
         check_resume(tmp_path / "run", tiny_shapes_config(tmp_path, "world.free_layout=0.5"))
+    # a run that loaded its word-level encoder (text.init_from) before text.frozen existed had it frozen
+    saved["text"]["init_from"] = "base"
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    check_resume(tmp_path / "run", tiny_shapes_config(tmp_path, "text.init_from='base'", "text.frozen=true"))
+    with pytest.raises(ValueError, match=r"other settings \(text.frozen True -> False\)"):
+        check_resume(tmp_path / "run", tiny_shapes_config(tmp_path, "text.init_from='base'"))
+    (tmp_path / "run" / "config.json").write_text(original)
     with pytest.raises(ValueError, match="other \\[world\\]"):
         other = "train.out_dir=" + json.dumps(str(tmp_path / "other"))
         train(tiny_shapes_config(tmp_path, "world.clips=13", other), progress=False)

@@ -266,7 +266,8 @@ class TrainConfig:
             raise ValueError("text.encoder 'word' needs captions: use data.source 'shards' or 'shapes'")
         if self.text.frozen and not (self.text.encoder == "word" and self.text.init_from):
             raise ValueError(
-                "text.frozen keeps a loaded word-level encoder: it needs text.encoder 'word' and text.init_from"
+                "text.frozen keeps a loaded word-level encoder: it needs text.encoder 'word' and text.init_from, "
+                f"got text.encoder {self.text.encoder!r} and text.init_from {self.text.init_from!r}"
             )
         if self.text.encoder == "word" and self.text.dim != transformer.text_dim:
             raise ValueError(

@@ -157,7 +157,7 @@ def build(cfg: TrainConfig, world: distributed.World | None = None, progress: bo
         t = cfg.text
         if t.init_from:  # a fine-tune of a pipeline with its own word-level encoder: start from it
             text_encoder = WordTextEncoder.from_pretrained(Path(t.init_from) / "text_encoder", device=world.device)
-            text_encoder.train().requires_grad_(not t.frozen)  # loaded for inference: eval, no gradients
+            text_encoder.train().requires_grad_(not t.frozen)  # from_pretrained gives eval mode, no gradients
             missing = sorted(vocab - set(text_encoder.vocab))
             if missing:
                 raise ValueError(
@@ -382,6 +382,11 @@ RESUMABLE_CHANGES = {
 }
 
 
+# Settings added after runs existed whose old behaviour was not their default: what a run folder without the
+# key did. A word-level encoder loaded by text.init_from stayed frozen before text.frozen existed.
+LEGACY_SETTINGS = {"text.frozen": lambda saved: bool(saved.get("text.init_from"))}
+
+
 def check_resume(run_dir: Path, cfg: TrainConfig) -> None:
     """A run folder with checkpoints resumes only with the settings it was started with (see
     RESUMABLE_CHANGES); a change is refused, naming the keys, before anything is written."""
@@ -399,9 +404,12 @@ def check_resume(run_dir: Path, cfg: TrainConfig) -> None:
         return out
 
     now = flat(json.loads(json.dumps(cfg.to_dict())))  # tuples as lists, as the file has them
-    # a setting added to motif-video after the run started is absent from its file: the run had its default
+    # a setting added to motif-video after the run started is absent from its file: the run had its default,
+    # or, where the setting names what older versions did anyway, that behaviour (LEGACY_SETTINGS)
+    saved_flat = flat(json.loads(saved.read_text()))
     defaults = flat(json.loads(json.dumps(TrainConfig().to_dict())))
-    before = {**{k: defaults[k] for k in now if k in defaults}, **flat(json.loads(saved.read_text()))}
+    defaults |= {k: was(saved_flat) for k, was in LEGACY_SETTINGS.items()}
+    before = {**{k: defaults[k] for k in now if k in defaults}, **saved_flat}
     changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
         listed = ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
