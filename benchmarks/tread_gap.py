@@ -26,21 +26,10 @@ import torch
 
 from motif_video.data import world
 from motif_video.embedded import embedded_weights, manifest
-from motif_video.eval.shape_loss import to_pixels
+from motif_video.eval.shape_loss import clean_estimate, to_pixels
 from motif_video.eval.shapes import benchmark_scenes
 from motif_video.model.routing import random_route
 from motif_video.sampling.pipeline import MotifVideoPipeline
-from motif_video.training.flow import TIMESTEP_SCALE
-
-
-@torch.no_grad()
-def estimate(pipe, caption: str, shape: tuple[int, ...], seed: int, route=None) -> torch.Tensor:
-    """The conditional clean estimate at t = 1 for one noise draw."""
-    text, mask = pipe.text_encoder.encode([caption])
-    noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-    x = torch.cat([noise, torch.zeros(1, shape[1] + 1, *shape[2:])], dim=1)
-    velocity = pipe.transformer(x, torch.full((1,), TIMESTEP_SCALE), text, mask, route=route).velocity.float()
-    return noise - velocity
 
 
 def main() -> None:
@@ -68,8 +57,7 @@ def main() -> None:
                 renders.append(pipe.vae.encode(to_pixels(video).to(pipe.vae.dtype), sample=False).float().cpu())
             latents = torch.cat(renders)
             mean_clip = latents.mean(0, keepdim=True)
-            shape = tuple(mean_clip.shape)
-            tokens = pipe.transformer.cfg.num_video_tokens(*shape[2:])
+            tokens = pipe.transformer.cfg.num_video_tokens(*mean_clip.shape[2:])
             generator = torch.Generator().manual_seed(i)
             errors = {"unrouted": [], "routed": []}
             channel0 = {"unrouted": [], "routed": []}
@@ -79,7 +67,8 @@ def main() -> None:
                     route = None
                     if way == "routed":
                         route = random_route(1, tokens, args.keep, *args.blocks, generator=generator)
-                    x0 = estimate(pipe, scene.caption, shape, seed=100 + d, route=route)
+                    # at t = 1 the estimate sees only the noise and the caption, not the clip
+                    x0 = clean_estimate(pipe, mean_clip, scene.caption, 1.0, seed=100 + d, guided=False, route=route)
                     errors[way].append((x0 - mean_clip).square().mean().item())
                     channel0[way].append(x0[0, 0].mean().item())
                     if way == "unrouted":

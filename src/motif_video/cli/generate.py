@@ -15,6 +15,7 @@ from motif_video.cli.common import (
     load_pipeline,
     weights_path,
 )
+from motif_video.sampling.extend import HANDOVER_FRAMES
 
 HANDOVER_HELP = (
     "frames over which the change at each seam is spread: the difference between the video's last frame and "
@@ -184,7 +185,7 @@ def register(sub) -> None:
     )
     e.add_argument("--out", default=None, help="output .mp4 (default: VIDEO-extended.mp4)")
     e.add_argument("--no-color-match", action="store_true", help="leave each segment's colours as generated")
-    e.add_argument("--handover", type=int, default=4, metavar="FRAMES", help=HANDOVER_HELP)
+    e.add_argument("--handover", type=int, default=HANDOVER_FRAMES, metavar="FRAMES", help=HANDOVER_HELP)
     add_segment_options(e)
     e.set_defaults(run=extend)
 
@@ -523,7 +524,7 @@ def read_storyboard(args: argparse.Namespace) -> list[str]:
         if args.handover is not None:
             raise UsageError("--handover goes with --storyboard (one segment has no seams)")
         return [args.prompt]
-    args.handover = 4 if args.handover is None else args.handover
+    args.handover = HANDOVER_FRAMES if args.handover is None else args.handover
     check_handover(args.handover)
     if args.prompt is not None:
         raise UsageError("give a PROMPT or --storyboard FILE, not both")

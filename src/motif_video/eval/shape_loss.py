@@ -42,8 +42,11 @@ def through_autoencoder(vae, video: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def clean_estimate(pipe, latents: torch.Tensor, caption: str, t: float, seed: int) -> torch.Tensor:
-    """x0 = x_t - t v of the clip's latents noised to time t, with the pipeline's guidance."""
+def clean_estimate(
+    pipe, latents: torch.Tensor, caption: str, t: float, seed: int, guided: bool = True, route=None
+) -> torch.Tensor:
+    """x0 = x_t - t v of the clip's latents noised to time t, with the pipeline's guidance (`guided`) or
+    the conditional velocity alone; `route`: run the transformer with this TREAD route (model/routing.py)."""
     noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed))
     xt = interpolate(latents, noise, torch.tensor([t]))
     z = latents.shape[1]
@@ -53,11 +56,15 @@ def clean_estimate(pipe, latents: torch.Tensor, caption: str, t: float, seed: in
 
     def velocity(prompt: str) -> torch.Tensor:
         text, mask = pipe.text_encoder.encode([prompt])
-        return pipe.transformer(x, times, text.to(pipe.device, dtype), mask.to(pipe.device)).velocity.float()
+        return pipe.transformer(
+            x, times, text.to(pipe.device, dtype), mask.to(pipe.device), route=route
+        ).velocity.float()
 
+    if not guided:
+        return xt.to(pipe.device) - t * velocity(caption)
     uncond = velocity("") if pipe.guidance.active else None
-    guided = Guidance(pipe.guidance)(velocity(caption), uncond)
-    return xt.to(guided) - t * guided
+    v = Guidance(pipe.guidance)(velocity(caption), uncond)
+    return xt.to(v) - t * v
 
 
 def diagnose(

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+HANDOVER_FRAMES = 4  # new frames over which a seam's change is spread, by default
+
 
 @dataclass
 class Extended:
@@ -82,7 +84,7 @@ def extend(
     overlap: int | None = None,
     frames: int = 17,
     match_colors: bool = True,
-    handover: int = 4,
+    handover: int = HANDOVER_FRAMES,
     reference: np.ndarray | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -158,7 +160,7 @@ def storyboard(pipe, prompts: list[str], *, frames: int, height: int, width: int
     progress = options.pop("progress", True)
     overlap = options.pop("overlap", None)
     match_colors = options.pop("match_colors", True)
-    handover = options.pop("handover", 4)
+    handover = options.pop("handover", HANDOVER_FRAMES)
     first = pipe(prompts[0], height=height, width=width, frames=frames, seed=seed, progress=progress, **options)
     video = first.uint8()[0]
     if len(prompts) == 1:

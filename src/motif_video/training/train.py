@@ -408,8 +408,7 @@ def check_resume(run_dir: Path, cfg: TrainConfig) -> None:
     # or, where the setting names what older versions did anyway, that behaviour (LEGACY_SETTINGS)
     saved_flat = flat(json.loads(saved.read_text()))
     defaults = flat(json.loads(json.dumps(TrainConfig().to_dict())))
-    defaults |= {k: was(saved_flat) for k, was in LEGACY_SETTINGS.items()}
-    before = {**{k: defaults[k] for k in now if k in defaults}, **saved_flat}
+    before = {**defaults, **{k: was(saved_flat) for k, was in LEGACY_SETTINGS.items()}, **saved_flat}
     changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
         listed = ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
