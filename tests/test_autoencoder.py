@@ -110,3 +110,45 @@ def test_detail_decoder_redraws_edges_and_round_trips(tmp_path):
     assert sorted(mixed[0].flatten().tolist()) == sorted(clips[0].flatten().tolist())
     gray = torch.zeros(4, 3, 9, 8, 8)
     assert torch.equal(permute_colors(gray, torch.Generator().manual_seed(0)), gray)
+
+
+def test_detail_decoder_context_reads_the_neighbouring_latent_frames(tmp_path):
+    """`decoder_context`: the decoder of a frame reads the latent frames either side of its own (the ends
+    repeated), is saved with that setting, and, fitted on noised latents, draws the frames either side of a
+    join between latent frames closer together than a decoder that sees its own latent frame alone."""
+    from motif_video.model.vae import DetailDecoder
+    from motif_video.training.autoencoder import train_detail_decoder
+
+    prepare("shapes:16", tmp_path / "clips", PrepareConfig(fps=8, frame_buckets=(9,), area=32 * 32), progress=False)
+    clips = torch.stack(load_clips(tmp_path / "clips"))
+    base = dict(kind="patch-pca", z_dim=8, spatial_factor=4, whiten=2, decoder_batch=8, decoder_noise=0.4)
+    cfg = AutoencoderConfig(**base, decoder_steps=200, decoder_context=1)
+    train_autoencoder(tmp_path / "clips", tmp_path / "context", cfg, progress=False)
+    vae = load_autoencoder(tmp_path / "context")
+    assert vae.decoder.context == 1 and vae.config["decoder"]["context"] == 1
+    z = vae.encode(clips[:2])  # [2, 8, 3, 8, 8]: latent frames 0 (frame 0), 1 (frames 1-4), 2 (frames 5-8)
+    # the grid a frame reads: its own latent frame between its neighbours, clamped at the ends
+    chunk, _ = vae.decoder.frame_places(9)
+    grid = vae.decoder.latent_grid(z, chunk)  # [2, 9, 3 x 8, 8, 8]
+    torch.testing.assert_close(grid[:, 0], torch.cat([z[:, :, 0], z[:, :, 0], z[:, :, 1]], dim=1))
+    torch.testing.assert_close(grid[:, 4], torch.cat([z[:, :, 0], z[:, :, 1], z[:, :, 2]], dim=1))
+    torch.testing.assert_close(grid[:, 8], torch.cat([z[:, :, 1], z[:, :, 2], z[:, :, 2]], dim=1))
+    # changing the last latent frame changes frames 1-4 (they see it) and leaves frame 0 (it does not)
+    changed = z.clone()
+    changed[:, :, 2] += 1.0
+    before, after = vae.decode(z), vae.decode(changed)
+    assert torch.equal(before[:, :, 0], after[:, :, 0])
+    assert (before[:, :, 1:5] - after[:, :, 1:5]).abs().max() > 1e-3
+    # an untrained context decoder is the linear decode
+    untrained = DetailDecoder(8, 4, 4, context=2)
+    torch.testing.assert_close(untrained(vae.decode_linear(z), z), vae.decode_linear(z))
+    # on latents noised frame by frame, the jump across the join (frame 4 -> 5) against the clip's
+    alone, _ = train_detail_decoder(vae, clips, replace(cfg, decoder_context=0), False)
+    noised = vae.encode(clips) + 0.4 * torch.randn(vae.encode(clips).shape, generator=torch.Generator().manual_seed(1))
+
+    def join_error(model) -> float:  # how far the decoded change across the join is from the clip's own
+        decoded = model.decode(noised)
+        return float(((decoded[:, :, 5] - decoded[:, :, 4]) - (clips[:, :, 5] - clips[:, :, 4])).abs().mean())
+
+    errors = [join_error(model) for model in (alone, vae)]
+    assert errors[1] < 0.9 * errors[0], errors

@@ -102,7 +102,8 @@ def test_shapes_chain_trains_text_encoder_and_exports_a_pipeline(tmp_path):
 def test_the_finish_stage_continues_the_first_stage_with_every_token():
     """make embedded trains two stages; the second (the unrouted finish) must start from the first's
     exported model and keep its latent space, data and model shape, and differ in what it is for:
-    TREAD off. Also: its pipeline is the one the Makefile ships."""
+    TREAD off. Also: its pipeline, with its decoder refitted on the first stage's clips, is what the
+    Makefile ships."""
     first, finish = TrainConfig.load(CONFIG), TrainConfig.load(FINISH)
     assert finish.model.init_from == f"{first.train.out_dir}/pipeline/transformer"
     assert finish.text.init_from == f"{first.train.out_dir}/pipeline"
@@ -114,7 +115,9 @@ def test_the_finish_stage_continues_the_first_stage_with_every_token():
     makefile = (ROOT / "Makefile").read_text()
     assert f"motif-video train configs/{CONFIG.name}\n" in makefile
     assert f"motif-video train configs/{FINISH.name}\n" in makefile
-    assert f"motif_video.embedded {finish.train.out_dir}/pipeline " in makefile
+    refit = re.search(r"refit-decoder (\S+) (\S+) --out (\S+)/pipeline\n", makefile)
+    assert refit and refit.group(1, 2) == (f"{finish.train.out_dir}/pipeline", f"{first.data.path}/clips")
+    assert f"motif_video.embedded {refit.group(3)}/pipeline " in makefile
 
 
 def test_free_layout_clips_teach_continuing_not_text_to_video(tmp_path):
@@ -226,6 +229,45 @@ def test_embed_writes_float16_weights_and_scores(tmp_path):
     # the samples figure: a row of frames per prompt, at the model's default size
     figure = samples_figure(out, tmp_path / "samples.png", prompts=("a red circle moves up", "blue square"), columns=3)
     assert np.asarray(Image.open(figure)).shape == (2 * 32, 3 * 32, 3)
+
+
+def test_refit_decoder_keeps_the_latents_and_redraws_the_pixels(tmp_path, capsys):
+    """`motif-video refit-decoder`: a copy of the pipeline whose DetailDecoder is fitted anew (with context
+    and noise), the components and the transformer byte for byte the same; bad input is one line, exit 2."""
+    from motif_video.cli import main
+    from motif_video.model.vae import load_autoencoder
+
+    train(tiny_shapes_config(tmp_path), progress=False)
+    pipeline, clips, out = tmp_path / "run" / "pipeline", tmp_path / "data" / "clips", tmp_path / "refit"
+    args = ["refit-decoder", str(pipeline), str(clips), "--out", str(out), "--steps", "12", "--batch", "4", "--quiet"]
+    assert main(args) == 0
+    assert "reconstruction L1" in capsys.readouterr().out
+    for part in ("transformer", "text_encoder"):
+        for file in (pipeline / part).iterdir():
+            assert (out / part / file.name).read_bytes() == file.read_bytes()
+    before, after = load_autoencoder(pipeline / "vae"), load_autoencoder(out / "vae")
+    assert after.decoder.context == 1 and before.decoder.context == 0
+    for name in ("mean", "basis"):
+        assert torch.equal(before.tensors[name], after.tensors[name])
+    assert before.config["latents_std"] == after.config["latents_std"]
+    assert after.decoder.latent_in.in_channels == 3 * before.decoder.latent_in.in_channels - 2 * 4  # 3 grids, 1 place
+    assert not torch.equal(after.decoder.out.weight, before.decoder.out.weight)
+    info = manifest(out)
+    assert info["decoder_refit"]["context"] == 1 and info["decoder_refit"]["noise"] == 0.3
+    assert json.loads((out / "vae" / "training.json").read_text())["refit"]["steps"] == 12
+    frames = MotifVideoPipeline.from_pretrained(out)("a red circle moves up", height=32, width=32, frames=9, steps=2,
+                                                     progress=False).frames  # fmt: skip
+    assert frames.shape == (1, 9, 32, 32, 3)
+    # bad input: the same folder, no clips, a negative context
+    for bad, message in (
+        (["--out", str(pipeline)], "another folder"),
+        (["--context", "-1"], "--context must be at least 0"),
+    ):
+        assert main([*args[:3], "--out", str(tmp_path / "x"), "--quiet", *bad]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["refit-decoder", str(pipeline), str(tmp_path / "none"), "--out", str(tmp_path / "x")]) == 2
+    assert "clips folder" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 # -- the shipped model -------------------------------------------------------------------------------

@@ -181,6 +181,10 @@ class DetailDecoder(nn.Module):
     (pixel shuffle). The pixel path reads the linear decode (where the soft edges are) beside
     those features and outputs the correction. Its last layer starts at zero, so an untrained
     decoder is the linear decode.
+
+    With `context` = c > 0 the latent path also reads the c latent frames before and after the frame's
+    own (the ends repeated): each 4-frame chunk is sampled with an error of its own, and a decoder that
+    sees both sides of a join can draw the frames next to it so that they agree.
     """
 
     def __init__(
@@ -193,17 +197,18 @@ class DetailDecoder(nn.Module):
         pixel_channels: int = 32,
         pixel_layers: int = 2,
         unfold_channels: int = 8,
+        context: int = 0,
     ) -> None:
         super().__init__()
-        self.patch, self.chunk = patch, chunk
+        self.patch, self.chunk, self.context = patch, chunk, context
         self.settings = {  # what config.json records to rebuild it
             "latent_channels": latent_channels,
             "latent_layers": latent_layers,
             "pixel_channels": pixel_channels,
             "pixel_layers": pixel_layers,
             "unfold_channels": unfold_channels,
-        }
-        self.latent_in = nn.Conv2d(z_dim + chunk, latent_channels, 3, padding=1)
+        } | ({"context": context} if context else {})
+        self.latent_in = nn.Conv2d(z_dim * (2 * context + 1) + chunk, latent_channels, 3, padding=1)
         self.latent_blocks = nn.ModuleList(
             nn.Conv2d(latent_channels, latent_channels, 3, padding=1) for _ in range(latent_layers)
         )
@@ -220,9 +225,17 @@ class DetailDecoder(nn.Module):
         """linear [B, 3, F, H, W] (the linear decode of) latents [B, Z, F', h, w] -> [B, 3, F, H, W]."""
         b, _, frames, height, width = linear.shape
         chunk, place = self.frame_places(frames, linear.device)
-        grid = latents[:, :, chunk].transpose(1, 2).flatten(0, 1)  # [B F, Z, h, w]
+        grid = self.latent_grid(latents, chunk).flatten(0, 1)  # [B F, (2c+1) Z, h, w]
         out = self.redraw(linear.transpose(1, 2).flatten(0, 1), grid, place.repeat(b))
         return out.view(b, frames, 3, height, width).transpose(1, 2)
+
+    def latent_grid(self, latents: Tensor, chunk: Tensor) -> Tensor:
+        """latents [B, Z, F', h, w] and per frame its latent frame [N] -> [B, N, (2c+1) Z, h, w]: the
+        latent frames chunk - c .. chunk + c of each frame, stacked on the channels."""
+        offsets = torch.arange(-self.context, self.context + 1, device=chunk.device)
+        near = (chunk[:, None] + offsets).clamp(0, latents.shape[2] - 1)  # [N, 2c+1]
+        grid = latents[:, :, near]  # [B, Z, N, 2c+1, h, w]
+        return grid.permute(0, 2, 3, 1, 4, 5).flatten(2, 3)
 
     def frame_places(self, frames: int, device=None) -> tuple[Tensor, Tensor]:
         """Per frame its latent frame and its place in that chunk: frame 0 is a still chunk of its own,

@@ -10,7 +10,9 @@ directory of a pipeline.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +56,9 @@ class AutoencoderConfig:
     # standard deviation drawn in [0, decoder_noise] per clip (normalised latent units): a sampled latent
     # is never exactly on the data's, and a decoder fitted on clean latents draws the error as a grid
     decoder_noise: float = 0.0
+    # patch-pca: the DetailDecoder also reads this many latent frames on each side of a frame's own
+    # (0: its own alone), so that the frames either side of a join between latent frames agree
+    decoder_context: int = 0
     seed: int = 0
     path: str = ""  # reuse this fitted autoencoder (a vae/ folder) instead of fitting one: stages share latents
 
@@ -176,13 +181,8 @@ def fit_patch_autoencoder(
     one shared std for the rest), saved to `out_dir`."""
     from motif_video.model.vae import PatchAutoencoder, chunk_patches
 
-    clips = load_clips(clips_dir, limit=512)
-    video = torch.stack(clips)
+    video = fitting_clips(clips_dir, cfg.spatial_factor, cfg)
     size = cfg.spatial_factor
-    if (video.shape[2] - 1) % 4 or video.shape[3] % size or video.shape[4] % size:
-        raise ValueError(f"clips of 4k+1 frames and sides that are multiples of {size} expected, got {video.shape}")
-    if cfg.color_augment:
-        video = permute_colors(video, torch.Generator().manual_seed(cfg.seed))
     config = {
         "_class_name": "PatchAutoencoder",
         "z_dim": cfg.z_dim,
@@ -228,6 +228,70 @@ def fit_patch_autoencoder(
     return result | {"latents_mean": config["latents_mean"], "latents_std": config["latents_std"]}
 
 
+def fitting_clips(clips_dir: str | Path, size: int, cfg: AutoencoderConfig) -> Tensor:
+    """What the patch autoencoder is fitted on: up to 512 clips of `clips_dir` as [N, 3, F, H, W], checked
+    against the patch `size`, each with its RGB channels permuted when `cfg.color_augment`."""
+    clips = load_clips(clips_dir, limit=512)
+    shapes = {tuple(c.shape) for c in clips}
+    if len(shapes) > 1:
+        raise ValueError(f"{clips_dir}: clips of one shape are expected (one bucket), found {sorted(shapes)}")
+    video = torch.stack(clips)
+    if (video.shape[2] - 1) % 4 or video.shape[3] % size or video.shape[4] % size:
+        raise ValueError(
+            f"{clips_dir}: clips of 4k+1 frames and sides that are multiples of {size} expected, "
+            f"got {video.shape[2]} frames of {video.shape[3]}x{video.shape[4]}"
+        )
+    if cfg.color_augment:
+        video = permute_colors(video, torch.Generator().manual_seed(cfg.seed))
+    return video
+
+
+def refit_decoder(
+    pipeline_dir: str | Path, clips_dir: str | Path, out_dir: str | Path, cfg: AutoencoderConfig, progress: bool = True
+) -> dict:
+    """A copy of the pipeline `pipeline_dir` whose patch autoencoder has a DetailDecoder fitted anew on the clips
+    of `clips_dir` (`cfg`'s decoder settings and colour augmentation). The components stay as they are, and with
+    them the latents the transformer was trained on: only the drawing of pixels from latents changes. The
+    manifest (if any) records the refit; written beside `out_dir` and renamed. Returns the fit's figures."""
+    import shutil
+
+    from motif_video.model.vae import PatchAutoencoder, load_autoencoder
+
+    pipeline_dir, out_dir = Path(pipeline_dir), Path(out_dir)
+    if not (pipeline_dir / "vae" / "config.json").is_file():
+        raise FileNotFoundError(f"{pipeline_dir} has no vae/config.json: is it a pipeline folder?")
+    if out_dir.resolve() == pipeline_dir.resolve():
+        raise ValueError(f"the refitted pipeline must go to another folder than {pipeline_dir}")
+    if cfg.decoder_steps <= 0:
+        raise ValueError(f"decoder steps must be positive, got {cfg.decoder_steps}")
+    vae = load_autoencoder(pipeline_dir / "vae")
+    if not isinstance(vae, PatchAutoencoder):
+        raise ValueError(f"{pipeline_dir}/vae is not a patch autoencoder: only its DetailDecoder can be refitted")
+    components = PatchAutoencoder({k: v for k, v in vae.config.items() if k != "decoder"}, vae.tensors)
+    video = fitting_clips(clips_dir, vae.spatial_factor, cfg)
+    refitted, result = train_detail_decoder(components, video, cfg, progress)
+    probe = video[:: max(1, len(video) // 16)][:16]
+    for name, model in (("reconstruction_l1_before", vae), ("reconstruction_l1", refitted)):
+        result[name] = float((model.decode(model.encode(probe)) - probe).abs().mean())
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(pipeline_dir, partial)
+    shutil.rmtree(partial / "vae")
+    refitted.save_pretrained(partial / "vae")
+    settings = {"clips": str(clips_dir), "context": cfg.decoder_context, "noise": cfg.decoder_noise}
+    settings |= {"steps": cfg.decoder_steps, "batch": cfg.decoder_batch, "lr": cfg.decoder_lr}
+    settings |= {"color_augment": cfg.color_augment, "seed": cfg.seed}
+    (partial / "vae" / "training.json").write_text(json.dumps({"refit": settings} | result, indent=2) + "\n")
+    manifest = partial / "manifest.json"
+    if manifest.is_file():
+        info = json.loads(manifest.read_text())
+        info["decoder_refit"] = settings | {"reconstruction_l1": result["reconstruction_l1"]}
+        manifest.write_text(json.dumps(info, indent=2) + "\n")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(partial, out_dir)
+    return result
+
+
 def permute_colors(video: Tensor, generator: torch.Generator) -> Tensor:
     """Each clip [3, F, H, W] of `video` with its RGB channels in one of the 6 orders, drawn by `generator`:
     gray and black stay what they are, a red object may become a green or blue one."""
@@ -246,7 +310,7 @@ def train_detail_decoder(vae, video: Tensor, cfg: AutoencoderConfig, progress: b
     from motif_video.model.vae import DetailDecoder, PatchAutoencoder
 
     torch.manual_seed(cfg.seed)
-    decoder = DetailDecoder(vae.z_dim, vae.spatial_factor, vae.temporal_factor)
+    decoder = DetailDecoder(vae.z_dim, vae.spatial_factor, vae.temporal_factor, context=cfg.decoder_context)
     with torch.no_grad():  # fixed inputs: the components are not trained further
         latents = torch.cat([vae.encode(part) for part in video.split(64)])
         linear = torch.cat([vae.decode_linear(part) for part in latents.split(64)])
@@ -267,7 +331,7 @@ def train_detail_decoder(vae, video: Tensor, cfg: AutoencoderConfig, progress: b
             with torch.no_grad():
                 drawn = vae.decode_linear(given)[torch.arange(len(clip)), :, frame]
         rows = torch.arange(len(clip))
-        out = decoder.redraw(drawn, given[rows, :, chunk[frame]], place[frame])
+        out = decoder.redraw(drawn, decoder.latent_grid(given, chunk[frame])[rows, rows], place[frame])
         error = out - video[clip, :, frame]
         loss = error.abs().mean() + 10 * error.square().mean()
         optimizer.zero_grad(set_to_none=True)
