@@ -232,10 +232,13 @@ class DetailDecoder(nn.Module):
     def latent_grid(self, latents: Tensor, chunk: Tensor) -> Tensor:
         """latents [B, Z, F', h, w] and per frame its latent frame [N] -> [B, N, (2c+1) Z, h, w]: the
         latent frames chunk - c .. chunk + c of each frame, stacked on the channels."""
-        offsets = torch.arange(-self.context, self.context + 1, device=chunk.device)
-        near = (chunk[:, None] + offsets).clamp(0, latents.shape[2] - 1)  # [N, 2c+1]
-        grid = latents[:, :, near]  # [B, Z, N, 2c+1, h, w]
+        grid = latents[:, :, self.near_frames(chunk, latents.shape[2])]  # [B, Z, N, 2c+1, h, w]
         return grid.permute(0, 2, 3, 1, 4, 5).flatten(2, 3)
+
+    def near_frames(self, chunk: Tensor, latent_frames: int) -> Tensor:
+        """Latent frames [N] -> the latent frames each one's frames read, [N, 2c+1] (the ends repeated)."""
+        offsets = torch.arange(-self.context, self.context + 1, device=chunk.device)
+        return (chunk[:, None] + offsets).clamp(0, latent_frames - 1)
 
     def frame_places(self, frames: int, device=None) -> tuple[Tensor, Tensor]:
         """Per frame its latent frame and its place in that chunk: frame 0 is a still chunk of its own,

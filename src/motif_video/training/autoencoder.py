@@ -330,8 +330,9 @@ def train_detail_decoder(vae, video: Tensor, cfg: AutoencoderConfig, progress: b
             given = given + scale * torch.randn(given.shape, generator=generator)
             with torch.no_grad():
                 drawn = vae.decode_linear(given)[torch.arange(len(clip)), :, frame]
-        rows = torch.arange(len(clip))
-        out = decoder.redraw(drawn, decoder.latent_grid(given, chunk[frame])[rows, rows], place[frame])
+        near = decoder.near_frames(chunk[frame], given.shape[2])  # [B, 2c+1]: each row's own latent frames
+        grid = given[torch.arange(len(clip))[:, None], :, near].flatten(1, 2)  # [B, (2c+1) Z, h, w]
+        out = decoder.redraw(drawn, grid, place[frame])
         error = out - video[clip, :, frame]
         loss = error.abs().mean() + 10 * error.square().mean()
         optimizer.zero_grad(set_to_none=True)
