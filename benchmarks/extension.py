@@ -10,7 +10,10 @@ down, ...: the object stays in view), made four ways in one run:
 Per way: the largest frame difference across a seam over the median one inside the segments
 (the issue's bar: <= 1.5), the same seam over the median difference across the latent-chunk joins
 inside the first segment (a clip changes most where one latent frame ends: each is drawn with its
-own sampling error), the share of segments in which the object moves the asked way (the
+own sampling error), the same largest difference over the seam and the frames the hand-over changed
+after it (a hand-over, or any fade, spreads a seam's change over those frames: measured on the seam
+alone, a fade that holds the old frame and then jumps would look seamless; over the stretch it does
+not), the share of segments in which the object moves the asked way (the
 shapes benchmark's motion score per segment), and the drift of the object's mean colour from the
 first segment to the last (levels of 0-255). Then a two-segment storyboard, right then up, is
 tracked and drawn (frames of both segments) into `--figure`.
@@ -62,7 +65,7 @@ def chunk_join(frames: np.ndarray, temporal: int = 4) -> float:
 
 
 def run_way(pipe, scenes, segments: int, overlap: int | None, match: bool, handover: int, steps: int) -> dict:
-    ratios, joins, moves, drifts = [], [], [], []
+    ratios, regions, joins, moves, drifts = [], [], [], [], []
     for i, scene in enumerate(scenes):
         obj = scene.objects[0]
         directions = [obj.motion if k % 2 == 0 else OPPOSITE[obj.motion] for k in range(segments)]
@@ -74,6 +77,8 @@ def run_way(pipe, scenes, segments: int, overlap: int | None, match: bool, hando
         )  # fmt: skip
         across, inside = seam_ratio(out.frames, out.seams)
         ratios.append(across / max(inside, 1e-6))
+        region, rest = seam_ratio(out.frames, out.seams, span=1 + handover)
+        regions.append(region / max(rest, 1e-6))
         parts = segments_of(out.frames, out.seams)
         joins.append(across / max(chunk_join(parts[0]), 1e-6))
         for part, o in zip(parts, objects, strict=True):
@@ -85,6 +90,7 @@ def run_way(pipe, scenes, segments: int, overlap: int | None, match: bool, hando
         "seam_ratio_median": statistics.median(ratios),
         "seam_ratio_max": max(ratios),
         "seam_over_join": statistics.median(joins),
+        "region_ratio_median": statistics.median(regions),
         "motion": float(np.mean(moves)),
         "color_drift": statistics.median(drifts) if drifts else float("nan"),
     }
@@ -108,15 +114,15 @@ def main() -> None:
     }
     print(f"{args.count} storyboards of {args.segments} segments x 17 frames, {args.steps} steps, CPU")
     print(
-        "| conditioning | seam / inside difference (median, max) | seam / chunk join (median) | motion per segment "
-        "| object colour drift |"
+        "| conditioning | seam / inside difference (median, max) | seam / chunk join (median) "
+        "| seam + hand-over frames / the rest (median) | motion per segment | object colour drift |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for name, (overlap, match, handover) in ways.items():
         r = run_way(pipe, scenes, args.segments, overlap, match, handover, args.steps)
         print(
             f"| {name} | {r['seam_ratio_median']:.2f}, {r['seam_ratio_max']:.2f} | {r['seam_over_join']:.2f} | "
-            f"{r['motion']:.2f} | {r['color_drift']:.1f} |"
+            f"{r['region_ratio_median']:.2f} | {r['motion']:.2f} | {r['color_drift']:.1f} |"
         )
     prompts = ["a red circle moves to the right on a gray background", "a red circle moves up on a gray background"]
     out = storyboard(pipe, prompts, frames=17, height=64, width=64, seed=0, steps=args.steps, progress=False)

@@ -152,6 +152,12 @@ def test_hand_over_spreads_the_seam_over_the_first_new_frames():
     assert out[:, 0, 0, 0].tolist() == [100, 80, 60, 40, 40]
     assert seam_ratio(np.concatenate([given[None], out]), [1])[0] == 20.0
     assert np.array_equal(hand_over(given, remade, segment, 0), segment)  # 0: off
+    # over the seam and the hand-over's frames the spread change is still steps of 20; a "fade" that holds
+    # the old frame and jumps two frames later passes on the seam alone, not over the stretch
+    assert seam_ratio(np.concatenate([given[None], out]), [1], span=4)[0] == 20.0
+    held = np.concatenate([given[None]] * 3 + [segment[:3]])
+    assert seam_ratio(held, [1]) == (0.0, 0.0)
+    assert seam_ratio(held, [1], span=3) == (80.0, 0.0)
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ from motif_video.training.train import check_resume, train
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "shapes-tiny.toml"
 FINISH = ROOT / "configs" / "shapes-tiny-finish.toml"  # make embedded's second stage
+CONTINUE = ROOT / "configs" / "shapes-tiny-continue.toml"  # and its third
 
 
 def tiny_shapes_config(tmp_path, *overrides: str, config: Path = CONFIG, run: str = "run") -> TrainConfig:
@@ -99,24 +100,28 @@ def test_shapes_chain_trains_text_encoder_and_exports_a_pipeline(tmp_path):
     assert not all(torch.equal(a, b) for a, b in zip(exported.parameters(), encoder.parameters(), strict=True))
 
 
-def test_the_finish_stage_continues_the_first_stage_with_every_token():
-    """make embedded trains two stages; the second (the unrouted finish) must start from the first's
-    exported model and keep its latent space, data and model shape, and differ in what it is for:
-    TREAD off. Also: its pipeline, with its decoder refitted on the first stage's clips, is what the
-    Makefile ships."""
-    first, finish = TrainConfig.load(CONFIG), TrainConfig.load(FINISH)
-    assert finish.model.init_from == f"{first.train.out_dir}/pipeline/transformer"
-    assert finish.text.init_from == f"{first.train.out_dir}/pipeline"
-    assert (finish.model.preset, finish.model.overrides) == (first.model.preset, first.model.overrides)
-    for section in ("data", "world", "autoencoder", "stage"):
-        assert getattr(finish, section) == getattr(first, section), section
-    assert dataclasses.replace(finish.text, init_from="", frozen=False) == first.text
-    assert first.tread.enabled and not finish.tread.enabled
+def test_the_later_stages_continue_the_first_with_every_token_then_from_a_frame():
+    """make embedded trains three stages; each later one must start from the stage before's exported
+    model and keep its latent space, data and model shape, and differ in what it is for: the second
+    (the unrouted finish) TREAD off, the third most batches conditioned on their first frame. Also: the
+    third's pipeline, with its decoder refitted on the first stage's clips, is what the Makefile ships."""
+    first, finish, cont = TrainConfig.load(CONFIG), TrainConfig.load(FINISH), TrainConfig.load(CONTINUE)
+    for before, stage in ((first, finish), (finish, cont)):
+        assert stage.model.init_from == f"{before.train.out_dir}/pipeline/transformer"
+        assert stage.text.init_from == f"{before.train.out_dir}/pipeline" and stage.text.frozen
+        assert (stage.model.preset, stage.model.overrides) == (first.model.preset, first.model.overrides)
+        for section in ("data", "world", "autoencoder", "stage"):
+            assert getattr(stage, section) == getattr(first, section), section
+        assert dataclasses.replace(stage.text, init_from="", frozen=False) == first.text
+        assert not stage.tread.enabled and stage.train.out_dir != before.train.out_dir
+    assert first.tread.enabled
+    assert first.flow.i2v_fraction == finish.flow.i2v_fraction == 0.1 and cont.flow.i2v_fraction == 0.8
+    assert dataclasses.replace(cont.flow, i2v_fraction=0.1) == finish.flow  # nothing else changes
     makefile = (ROOT / "Makefile").read_text()
-    assert f"motif-video train configs/{CONFIG.name}\n" in makefile
-    assert f"motif-video train configs/{FINISH.name}\n" in makefile
+    stages = [line.split("configs/")[1] for line in makefile.splitlines() if "/motif-video train configs/" in line]
+    assert stages == [CONFIG.name, FINISH.name, CONTINUE.name]  # in this order
     refit = re.search(r"refit-decoder (\S+) (\S+) --out (\S+)/pipeline\n", makefile)
-    assert refit and refit.group(1, 2) == (f"{finish.train.out_dir}/pipeline", f"{first.data.path}/clips")
+    assert refit and refit.group(1, 2) == (f"{cont.train.out_dir}/pipeline", f"{first.data.path}/clips")
     assert f"motif_video.embedded {refit.group(3)}/pipeline " in makefile
 
 

@@ -180,10 +180,12 @@ def storyboard(pipe, prompts: list[str], *, frames: int, height: int, width: int
     return Extended(rest.frames, rest.seams, list(prompts), rest.overlap)
 
 
-def seam_ratio(frames: np.ndarray, seams: list[int]) -> tuple[float, float]:
+def seam_ratio(frames: np.ndarray, seams: list[int], span: int = 1) -> tuple[float, float]:
     """(largest mean absolute frame difference across a seam, median difference between neighbouring
-    frames inside the segments), in levels of 0-255."""
+    frames inside the segments), in levels of 0-255. `span`: how many frame differences from each seam on
+    count as the seam's (1: the seam's own; 1 + the hand-over's frames: the whole stretch a spread seam's
+    change goes to, which a fade can move off the seam itself but not remove); the rest are "inside"."""
     diffs = np.abs(np.diff(frames.astype(np.float64), axis=0)).mean(axis=(1, 2, 3))  # diffs[i]: frame i -> i+1
-    at_seams = [diffs[s - 1] for s in seams]
-    inside = np.delete(diffs, [s - 1 for s in seams])
-    return float(max(at_seams)), float(np.median(inside))
+    near = sorted({i for s in seams for i in range(s - 1, min(s - 1 + max(span, 1), len(diffs)))})
+    inside = np.delete(diffs, near)
+    return float(diffs[near].max()), float(np.median(inside))
