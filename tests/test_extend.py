@@ -160,6 +160,24 @@ def test_hand_over_spreads_the_seam_over_the_first_new_frames():
     assert seam_ratio(held, [1], span=3) == (80.0, 0.0)
 
 
+def test_seam_span_leaves_the_rest_inside():
+    """Frame differences 1..9 (frame i -> i + 1 changes by i + 1 levels): the span's differences count as
+    the seam's and leave the median of the rest; overlapping spans merge; a span past the end stops there."""
+    video = np.cumsum(np.arange(11), dtype=np.int64).astype(np.uint8)[:, None, None, None].repeat(3, axis=-1)
+    assert seam_ratio(video, [3]) == (3.0, np.median([1, 2, 4, 5, 6, 7, 8, 9, 10]))
+    assert seam_ratio(video, [3], span=3) == (5.0, np.median([1, 2, 6, 7, 8, 9, 10]))
+    assert seam_ratio(video, [3, 4], span=3) == (6.0, np.median([1, 2, 7, 8, 9, 10]))  # 3, 4, 5, 6 once
+    assert seam_ratio(video, [9], span=5) == (10.0, np.median([1, 2, 3, 4, 5, 6, 7, 8]))  # 9, 10: the last two
+    for seams, span, message in (
+        ([3], 0, "span must be >= 1"),
+        ([0], 1, "seams must be frame indices 1 to 10"),
+        ([11], 1, "seams must be frame indices"),
+        ([1], 10, "nothing is inside"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            seam_ratio(video, seams, span=span)
+
+
 @pytest.mark.parametrize(
     "args,message",
     [

@@ -120,6 +120,9 @@ def test_the_later_stages_continue_the_first_with_every_token_then_from_a_frame(
     makefile = (ROOT / "Makefile").read_text()
     stages = [line.split("configs/")[1] for line in makefile.splitlines() if "/motif-video train configs/" in line]
     assert stages == [CONFIG.name, FINISH.name, CONTINUE.name]  # in this order
+    recorded = re.search(r"^STAGES := (.*)$", makefile, re.M)  # the command the shipped manifest records
+    assert recorded and recorded.group(1).split(" && ") == [f"motif-video train configs/{name}" for name in stages]
+    assert '--command "$(STAGES) && $(REFIT)"' in makefile
     refit = re.search(r"refit-decoder (\S+) (\S+) --out (\S+)/pipeline\n", makefile)
     assert refit and refit.group(1, 2) == (f"{cont.train.out_dir}/pipeline", f"{first.data.path}/clips")
     assert f"motif_video.embedded {refit.group(3)}/pipeline " in makefile

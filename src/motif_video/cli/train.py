@@ -84,7 +84,7 @@ def register(sub) -> None:
         "reads one latent frame either side of a frame's own (--context), and learns on latents put off the "
         "data's by Gaussian noise of a std drawn up to --noise, so that a sampled latent's error is not drawn "
         "as an 8 x 8 grid or a jump where one 4-frame chunk ends. E.g. 'motif-video refit-decoder "
-        "runs/shapes-tiny-finish/pipeline runs/shapes-tiny-data/clips --out runs/shapes-tiny-decoder/pipeline'.",
+        "runs/shapes-tiny-continue/pipeline runs/shapes-tiny-data/clips --out runs/shapes-tiny-decoder/pipeline'.",
     )
     refit.add_argument("pipeline", help="pipeline folder whose vae/ is a patch autoencoder")
     refit.add_argument("clips", help="folder of clips (shard-*.tar of `motif-video prepare`) to fit on")

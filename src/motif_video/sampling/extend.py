@@ -185,7 +185,13 @@ def seam_ratio(frames: np.ndarray, seams: list[int], span: int = 1) -> tuple[flo
     frames inside the segments), in levels of 0-255. `span`: how many frame differences from each seam on
     count as the seam's (1: the seam's own; 1 + the hand-over's frames: the whole stretch a spread seam's
     change goes to, which a fade can move off the seam itself but not remove); the rest are "inside"."""
+    if span < 1:
+        raise ValueError(f"span must be >= 1 frame difference, got {span}")
+    if not seams or not all(1 <= s < len(frames) for s in seams):
+        raise ValueError(f"seams must be frame indices 1 to {len(frames) - 1}, got {seams}")
     diffs = np.abs(np.diff(frames.astype(np.float64), axis=0)).mean(axis=(1, 2, 3))  # diffs[i]: frame i -> i+1
-    near = sorted({i for s in seams for i in range(s - 1, min(s - 1 + max(span, 1), len(diffs)))})
+    near = sorted({i for s in seams for i in range(s - 1, min(s - 1 + span, len(diffs)))})
     inside = np.delete(diffs, near)
+    if not len(inside):
+        raise ValueError(f"the seams' spans ({span} frame differences each) cover the whole video: nothing is inside")
     return float(diffs[near].max()), float(np.median(inside))
