@@ -198,7 +198,12 @@ def fit_patch_autoencoder(
         raise ValueError(f"autoencoder.z_dim {cfg.z_dim} exceeds the {flat.shape[1]} values of a patch")
     mean = flat.mean(dim=0)
     _, _, basis = torch.pca_lowrank(flat - mean, q=cfg.z_dim, center=False, niter=6)
-    tensors = {"mean": mean, "basis": basis[:, : cfg.z_dim].contiguous()}
+    basis = basis[:, : cfg.z_dim]
+    # A component's sign is arbitrary and came out of the randomised fit differently on clips that
+    # differ in a few values (9 of v18's 16 flipped on a rebuild): fix it as scikit-learn's svd_flip
+    # does, the largest entry of each component positive, so a refit gives the same latents.
+    largest = basis.gather(0, basis.abs().argmax(dim=0, keepdim=True))
+    tensors = {"mean": mean, "basis": (basis * largest.sign()).contiguous()}
     vae = PatchAutoencoder(config, tensors)
     # One scale for the detail components, not one per channel: their variances fall from ~0.3 to
     # ~0.02, and whitening all of them gave the flow loss equal weight on invisible detail; the
