@@ -286,7 +286,7 @@ def test_embedded_model_is_small_and_documented():
     size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
     assert size < 12 * 2**20, f"{size / 2**20:.1f} MiB"
     info = manifest(root)
-    # how it was made: every training stage of make embedded is named (v20 records the first two as v19's
+    # how it was made: every training stage of make embedded is named (v21 records the first two as v19's
     # chain, then the third run on the shipped v19)
     for stage in (CONFIG, FINISH, CONTINUE):
         assert f"motif-video train configs/{stage.name}" in info["command"], stage.name
