@@ -7,18 +7,21 @@ Variants of configs/shapes-tiny.toml, all on the same shapes data (clips, autoen
     no-tread           without TREAD token routing
 Equal compute: the training FLOPs of one step of each variant are counted (torch's FlopCounterMode
 over a real training step: forward, backward), and each variant gets the steps that the full
-model's `--steps` cost. Each run resumes if interrupted; a variant whose report exists is skipped.
+model's `--steps` cost. Each variant is trained once per `--seeds` value (train.seed: initial weights,
+batch order, noise), so the spread between seeds is shown beside each difference between variants.
+Each run resumes if interrupted; a run whose report exists is skipped.
 Besides the benchmark scores, each variant's validation flow loss is measured: the EMA model's
 velocity error on 64 fresh world clips (seed 99, never trained on) at 10 fixed noise levels with
 fixed noise, the same for every variant.
 
-    python benchmarks/shapes_ablations.py --steps 1500 --out runs/ablations
+    python benchmarks/shapes_ablations.py --steps 1500 --seeds 0 1 --out runs/ablations
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -79,62 +82,86 @@ def validation_loss(pipeline_dir: Path, clips: int = 64, seed: int = 99) -> floa
     return total / count
 
 
+def run(cfg: TrainConfig, flops: int, count: int) -> dict:
+    """Train one run of a variant (resuming if interrupted), score it, and add its validation flow loss;
+    the report is kept in the run's folder, so a finished run is not trained again."""
+    out = Path(cfg.train.out_dir)
+    report_file = out / "shapes-report.json"
+    if not report_file.is_file():
+        started = time.time()
+        history = train(cfg)
+        minutes = (time.time() - started) / 60
+        pipe = MotifVideoPipeline.from_pretrained(out / "pipeline")
+        defaults = json.loads((out / "pipeline" / "manifest.json").read_text())["defaults"]
+        generate = pipeline_generator(
+            pipe, height=defaults["height"], width=defaults["width"], frames=defaults["frames"], steps=20
+        )
+        report = evaluate(generate, count=count)
+        recent = history[-100:]
+        report["training"] = {
+            "steps": cfg.train.steps,
+            "seed": cfg.train.seed,
+            "gflop_per_step": flops / 1e9,
+            "minutes": minutes,
+            "flow_loss_last_100": sum(m["loss"] for m in recent) / max(1, len(recent)),
+        }
+        write_json(report, report_file)
+    report = json.loads(report_file.read_text())
+    if "validation_flow_loss" not in report["training"]:
+        report["training"]["validation_flow_loss"] = validation_loss(out / "pipeline")
+        write_json(report, report_file)
+    return report
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1500, help="training steps of the full model (the budget)")
     parser.add_argument("--out", default="runs/ablations", help="folder of the runs and the reports")
     parser.add_argument("--count", type=int, default=16, help="benchmark prompts per split")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="train.seed of each run of a variant")
     parser.add_argument("overrides", nargs="*", help="section.key=value applied to every variant")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    def config(name: str, steps: int) -> TrainConfig:
-        overrides = [f"train.out_dir={json.dumps(str(out / name))}", f"train.steps={steps}", "train.sample_every=0"]
+    def config(name: str, seed: int, steps: int) -> TrainConfig:
+        overrides = [f"train.out_dir={json.dumps(str(out / name / f'seed-{seed}'))}", f"train.steps={steps}",
+                     f"train.seed={seed}", "train.sample_every=0"]  # fmt: skip
         return TrainConfig.load(CONFIG, [*args.overrides, *VARIANTS[name], *overrides])
 
-    budget = step_flops(config("full", args.steps)) * args.steps
+    budget = step_flops(config("full", args.seeds[0], args.steps)) * args.steps
     rows = []
     for name in args.variants:
-        report_file = out / name / "shapes-report.json"
-        if not report_file.is_file():
-            flops = step_flops(config(name, args.steps))
-            steps = round(budget / flops)
-            print(f"{name}: {flops / 1e9:.2f} GFLOP per step -> {steps} steps", flush=True)
-            started = time.time()
-            history = train(config(name, steps))
-            minutes = (time.time() - started) / 60
-            pipe = MotifVideoPipeline.from_pretrained(out / name / "pipeline")
-            defaults = json.loads((out / name / "pipeline" / "manifest.json").read_text())["defaults"]
-            generate = pipeline_generator(
-                pipe, height=defaults["height"], width=defaults["width"], frames=defaults["frames"], steps=20
-            )
-            report = evaluate(generate, count=args.count)
-            recent = history[-100:]
-            report["training"] = {
-                "steps": steps,
-                "gflop_per_step": flops / 1e9,
-                "minutes": minutes,
-                "flow_loss_last_100": sum(m["loss"] for m in recent) / max(1, len(recent)),
-            }
-        report = json.loads(report_file.read_text()) if report_file.is_file() else report
-        if "validation_flow_loss" not in report["training"]:
-            report["training"]["validation_flow_loss"] = validation_loss(out / name / "pipeline")
-            write_json(report, report_file)
-        rows.append((name, json.loads(report_file.read_text())))
+        flops = step_flops(config(name, args.seeds[0], args.steps))
+        steps = round(budget / flops)
+        print(f"{name}: {flops / 1e9:.2f} GFLOP per step -> {steps} steps", flush=True)
+        for seed in args.seeds:
+            rows.append((name, seed, run(config(name, seed, steps), flops, args.count)))
 
     print(f"\nEqual training compute: {budget / 1e12:.1f} TFLOP each (full model: {args.steps} steps)\n")
-    print("| variant | steps | GFLOP/step | validation flow loss | split | color | shape | motion | stability | mean |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, report in rows:
+    print("| variant | seed | steps | GFLOP/step | validation flow loss | split | color | shape | motion | stability "
+          "| mean |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, seed, report in rows:
         t = report["training"]
         for split in ("trained", "held_out"):
             m = report[split]["mean"]
             print(
-                f"| {name} | {t['steps']} | {t['gflop_per_step']:.1f} | {t['validation_flow_loss']:.4f} | {split} | "
-                f"{m['color']:.3f} | {m['shape']:.3f} | {m['motion']:.3f} | {m['stability']:.3f} | {m['mean']:.3f} |"
+                f"| {name} | {seed} | {t['steps']} | {t['gflop_per_step']:.1f} | {t['validation_flow_loss']:.4f} | "
+                f"{split} | {m['color']:.3f} | {m['shape']:.3f} | {m['motion']:.3f} | {m['stability']:.3f} | "
+                f"{m['mean']:.3f} |"
             )
+    print("\n| variant | validation flow loss, mean over seeds (min - max) | benchmark mean, trained / held-out |")
+    print("|---|---|---|")
+    for name in args.variants:
+        reports = [r for n, _, r in rows if n == name]
+        losses = [r["training"]["validation_flow_loss"] for r in reports]
+        means = [statistics.mean(r[split]["mean"]["mean"] for r in reports) for split in ("trained", "held_out")]
+        print(
+            f"| {name} | {statistics.mean(losses):.4f} ({min(losses):.4f} - {max(losses):.4f}) | "
+            f"{means[0]:.3f} / {means[1]:.3f} |"
+        )
     return 0
 
 
