@@ -333,6 +333,23 @@ def test_unknown_words_are_refused_with_the_vocabulary(tmp_path):
     assert not os.path.exists(tmp_path / "x.mp4")
 
 
+def test_weights_may_name_a_training_run(tmp_path):
+    """--weights RUN (a train out_dir, whose config.json is the training config, not a model's) means the
+    pipeline the run exported; a pipeline folder or released weights are taken as they are."""
+    import shutil
+
+    from motif_video.embedded import resolve_weights
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(embedded_weights(), run_dir / "pipeline")
+    (run_dir / "config.json").write_text(json.dumps({"train": {"steps": 1}, "model": {"preset": "shapes-tiny"}}))
+    assert resolve_weights(run_dir) == run_dir / "pipeline"
+    assert resolve_weights(run_dir / "pipeline") == run_dir / "pipeline"
+    result = run("info", "--weights", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    assert re.search(rf"^{re.escape(str(run_dir / 'pipeline'))}: [\d,]+ parameters", result.stdout, re.M), result.stdout
+
+
 def test_a_missing_embedded_model_is_a_clear_error(tmp_path, monkeypatch):
     import motif_video.embedded
 

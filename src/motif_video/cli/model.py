@@ -21,7 +21,8 @@ def register(sub) -> None:
     source.add_argument(
         "--weights",
         default=None,
-        help="a checkpoint: diffusers directory or single .safetensors file, or a shipped model's name "
+        help="a checkpoint: diffusers directory (a training run's folder: its pipeline/) or single .safetensors "
+        "file, or a shipped model's name "
         "(shapes-tiny, shapes-tiny-4step)",
     )
     source.add_argument("--list", action="store_true", help="list the presets and exit")
