@@ -333,19 +333,19 @@ def test_unknown_words_are_refused_with_the_vocabulary(tmp_path):
     assert not os.path.exists(tmp_path / "x.mp4")
 
 
-def test_weights_may_name_a_training_run(tmp_path):
-    """--weights RUN (a train out_dir, whose config.json is the training config, not a model's) means the
-    pipeline the run exported; a pipeline folder or released weights are taken as they are."""
+def test_info_on_a_training_run_names_its_pipeline(tmp_path):
+    """info --weights RUN (a train out_dir, whose config.json is the training config, not a model's) is
+    refused as generate refuses it, naming the pipeline the run exported; that pipeline is read."""
     import shutil
-
-    from motif_video.embedded import resolve_weights
 
     run_dir = tmp_path / "run"
     shutil.copytree(embedded_weights(), run_dir / "pipeline")
     (run_dir / "config.json").write_text(json.dumps({"train": {"steps": 1}, "model": {"preset": "shapes-tiny"}}))
-    assert resolve_weights(run_dir) == run_dir / "pipeline"
-    assert resolve_weights(run_dir / "pipeline") == run_dir / "pipeline"
-    result = run("info", "--weights", str(run_dir))
+    (run_dir / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    refused = run("info", "--weights", str(run_dir))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert f"is not a checkpoint (this is a training run: use --weights {run_dir / 'pipeline'})" in refused.stderr
+    result = run("info", "--weights", str(run_dir / "pipeline"))
     assert result.returncode == 0, result.stderr
     assert re.search(rf"^{re.escape(str(run_dir / 'pipeline'))}: [\d,]+ parameters", result.stdout, re.M), result.stdout
 

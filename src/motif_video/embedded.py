@@ -43,13 +43,10 @@ def embedded_weights(name: str = DEFAULT) -> Path:
 
 def resolve_weights(weights: str | Path | None) -> Path:
     """--weights: a folder, the name of a shipped model, or None (the embedded default model). A folder
-    wins over a shipped model of the same name; neither is an error naming the shipped ones. A training
-    run's folder (`motif-video train`'s out_dir) means the pipeline it exported, its pipeline/."""
+    wins over a shipped model of the same name; neither is an error naming the shipped ones."""
     if weights is None:
         return embedded_weights()
     path = Path(weights)
-    if not (path / "transformer").is_dir() and (path / "pipeline" / "transformer").is_dir():
-        return path / "pipeline"
     if path.exists():
         return path
     if str(weights) in shipped():

@@ -64,8 +64,7 @@ def add_weights_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weights",
         default=None,
-        help="a pipeline directory in the official layout (or a training run's folder: its pipeline/), or a "
-        "shipped model's name: shapes-tiny (the "
+        help="a pipeline directory in the official layout, or a shipped model's name: shapes-tiny (the "
         "embedded shapes-world model, the default) or shapes-tiny-4step (its 4-step distilled student)",
     )
 

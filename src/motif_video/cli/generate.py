@@ -68,8 +68,7 @@ def register(sub) -> None:
         "--weights",
         default=None,
         help="pipeline directory in the official layout (transformer/, vae/, text_encoder/, tokenizer/, "
-        "scheduler/, for I2V feature_extractor/; a training run's folder means its pipeline/), or a shipped model's "
-        "name: shapes-tiny (the default, the embedded "
+        "scheduler/, for I2V feature_extractor/), or a shipped model's name: shapes-tiny (the default, the embedded "
         "shapes-world model, which knows only shapes-world words: 'a red circle moves to the left on a gray "
         "background') or shapes-tiny-4step (its 4-step distilled student)",
     )

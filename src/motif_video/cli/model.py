@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from motif_video.cli.common import UsageError, add_parser
 
@@ -21,8 +22,7 @@ def register(sub) -> None:
     source.add_argument(
         "--weights",
         default=None,
-        help="a checkpoint: diffusers directory (a training run's folder: its pipeline/) or single .safetensors "
-        "file, or a shipped model's name "
+        help="a checkpoint: diffusers directory or single .safetensors file, or a shipped model's name "
         "(shapes-tiny, shapes-tiny-4step)",
     )
     source.add_argument("--list", action="store_true", help="list the presets and exit")
@@ -67,8 +67,12 @@ def run_info(args: argparse.Namespace) -> int:
         return 0
     if args.weights:
         from motif_video.embedded import resolve_weights
+        from motif_video.sampling.pipeline import training_run_hint
 
         source = str(resolve_weights(args.weights))
+        hint = training_run_hint(Path(source))
+        if hint:  # its config.json is the training config, not a model's
+            raise ValueError(f"--weights {source} is not a checkpoint{hint}")
         cfg = read_config(source)[0]
     else:
         source = args.preset or "motif-video-2b"

@@ -385,6 +385,16 @@ def request_factors(root: Path) -> tuple[int, int]:
     return spatial * transformer.get("patch_size", 2), vae.get("scale_factor_temporal", 4)
 
 
+def training_run_hint(root: Path) -> str:
+    """' (this is a training run: ...)', naming what to pass instead, when `root` is a `motif-video train`
+    out_dir (its metrics or EMA weights); '' for anything else."""
+    if not ((root / "metrics.jsonl").is_file() or (root / "ema-transformer").is_dir()):
+        return ""
+    if (root / "pipeline").is_dir():
+        return f" (this is a training run: use --weights {root / 'pipeline'})"
+    return " (this is a training run: `motif-video export RUN_DIR --out DIR` makes a pipeline of it)"
+
+
 def check_weights_dir(root: Path) -> None:
     """A clear error for a pipeline directory that lacks a file, or has a config that is not JSON, weights
     that are not complete safetensors files (truncated, random bytes) or only pickle weights (which run
@@ -417,14 +427,8 @@ def check_weights_dir(root: Path) -> None:
     if not any((root / "vae").glob("*.safetensors")) and "vae/config.json" not in missing:
         missing.append("vae/*.safetensors")
     if missing:
-        hint = ""
-        if (root / "metrics.jsonl").is_file() or (root / "ema-transformer").is_dir():
-            hint = (
-                f" (this is a training run: use --weights {root / 'pipeline'}"
-                if (root / "pipeline").is_dir()
-                else " (this is a training run: `motif-video export RUN_DIR --out DIR` makes a pipeline of it"
-            ) + ")"
-        elif (root / "config.json").is_file() and any(root.glob("*.safetensors")):
+        hint = training_run_hint(root)
+        if not hint and (root / "config.json").is_file() and any(root.glob("*.safetensors")):
             hint = (
                 " (this is a transformer folder, not a pipeline: `motif-video export RUN_DIR --out DIR` makes a "
                 "complete pipeline from a training run)"
