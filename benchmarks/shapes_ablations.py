@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from motif_video.cli.common import silence_libraries
 from motif_video.data import world
 from motif_video.eval.shapes import evaluate, pipeline_generator
 from motif_video.media import write_json
@@ -122,6 +123,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="train.seed of each run of a variant")
     parser.add_argument("overrides", nargs="*", help="section.key=value applied to every variant")
     args = parser.parse_args()
+    silence_libraries()  # torchao's, torch's and diffusers' notices, as the CLI silences them
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
