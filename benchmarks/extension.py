@@ -6,7 +6,8 @@ down, ...: the object stays in view), made four ways in one run:
 - the model's default: the last two latent frames for a model trained with a prefix, else the last frame;
 - last frame: conditioned on the last frame only (image-to-video chaining, what any model can do);
 - last frame without the hand-over (the seam's change not spread over the first new frames);
-- the default without colour matching.
+- the default without colour matching;
+- the default without the decoder's join smoothing (a patch autoencoder's `join_smoothing` set to 0).
 Per way: the largest frame difference across a seam over the median one inside the segments
 (the issue's bar: <= 1.5), the same seam over the median difference across the latent-chunk joins
 inside the first segment (a clip changes most where one latent frame ends: each is drawn with its
@@ -32,7 +33,7 @@ import numpy as np
 from motif_video.data import world
 from motif_video.embedded import embedded_weights
 from motif_video.eval.shapes import _object_pixels, benchmark_scenes, score
-from motif_video.sampling.extend import seam_ratio, storyboard
+from motif_video.sampling.extend import HANDOVER_FRAMES, seam_ratio, storyboard
 from motif_video.sampling.pipeline import MotifVideoPipeline
 
 OPPOSITE = {"right": "left", "left": "right", "up": "down", "down": "up"}
@@ -106,11 +107,13 @@ def main() -> None:
     args = parser.parse_args()
     pipe = MotifVideoPipeline.from_pretrained(args.weights or embedded_weights())
     scenes = benchmark_scenes(args.count, held_out=False)
-    ways = {  # name: (overlap, colour matching, hand-over frames)
-        "the model's default (prefix if trained for it)": (None, True, 4),
-        "last frame": (1, True, 4),
-        "last frame, no hand-over": (1, True, 0),
-        "the default, no colour match": (None, False, 4),
+    smoothing = getattr(pipe.vae, "join_smoothing", 0.0)
+    ways = {  # name: (overlap, colour matching, hand-over frames, the decoder's join smoothing)
+        "the model's default (prefix if trained for it)": (None, True, HANDOVER_FRAMES, smoothing),
+        "last frame": (1, True, HANDOVER_FRAMES, smoothing),
+        "last frame, no hand-over": (1, True, 0, smoothing),
+        "the default, no colour match": (None, False, HANDOVER_FRAMES, smoothing),
+        "the default, no join smoothing": (None, True, HANDOVER_FRAMES, 0.0),
     }
     print(f"{args.count} storyboards of {args.segments} segments x 17 frames, {args.steps} steps, CPU")
     print(
@@ -118,8 +121,12 @@ def main() -> None:
         "| seam + hand-over frames / the rest (median) | motion per segment | object colour drift |"
     )
     print("|---|---|---|---|---|---|")
-    for name, (overlap, match, handover) in ways.items():
+    for name, (overlap, match, handover, smooth) in ways.items():
+        if smooth != smoothing and not smoothing:
+            continue  # the model's decoder has no join smoothing to turn off
+        pipe.vae.join_smoothing = smooth
         r = run_way(pipe, scenes, args.segments, overlap, match, handover, args.steps)
+        pipe.vae.join_smoothing = smoothing
         print(
             f"| {name} | {r['seam_ratio_median']:.2f}, {r['seam_ratio_max']:.2f} | {r['seam_over_join']:.2f} | "
             f"{r['region_ratio_median']:.2f} | {r['motion']:.2f} | {r['color_drift']:.1f} |"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from motif_video.data.preprocess import PrepareConfig, prepare
-from motif_video.model.vae import PatchAutoencoder, VideoAutoencoder, load_autoencoder
+from motif_video.model.vae import PatchAutoencoder, VideoAutoencoder, load_autoencoder, smooth_joins
 from motif_video.training.autoencoder import AutoencoderConfig, load_clips, train_autoencoder
 
 
@@ -69,6 +69,50 @@ def test_patch_autoencoder_reconstructs_the_shapes_world(tmp_path):
     with pytest.raises(ValueError, match="exceeds the 192 values of a patch"):
         bad = AutoencoderConfig(kind="patch-pca", z_dim=200, spatial_factor=4)
         train_autoencoder(tmp_path / "clips", tmp_path / "bad", bad)
+
+
+def test_join_smoothing_spreads_the_step_at_each_latent_join_and_leaves_motion_alone(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(1, 3, 1, 8, 8, generator=g) * 0.5
+    t = torch.arange(17, dtype=torch.float32).view(1, 1, 17, 1, 1)
+    chunk_of = torch.cat([torch.zeros(1), 1 + (torch.arange(1, 17) - 1) // 4]).view(1, 1, 17, 1, 1)
+    # steady change (a brightness ramp): no step beyond the motion, nothing moves
+    ramp = base + 0.01 * t
+    torch.testing.assert_close(smooth_joins(ramp, 4, 0.1), ramp)
+    # a still frame plus a step of 0.05 at every join (each latent frame's own error): the steps become a
+    # ramp through the chunks' middle frames (0, 2.5, 6.5, 10.5, 14.5)
+    stair = base + 0.05 * chunk_of
+    smooth = smooth_joins(stair, 4, 0.1)
+    change = smooth.diff(dim=2).abs().amax(dim=(0, 1, 3, 4))
+    assert float(stair.diff(dim=2).abs().max()) == pytest.approx(0.05)
+    assert float(change.max()) <= 0.05 / 2.5 + 1e-6  # the first join's step spread over 2.5 frames
+    assert float(change[4:14].max()) == pytest.approx(0.05 / 4, abs=1e-6)  # the others over 4
+    torch.testing.assert_close(smooth[:, :, 0], stair[:, :, 0])  # the first (given) frame stays
+    torch.testing.assert_close(smooth[:, :, -1], stair[:, :, -1])  # past the last middle: held flat
+    # a moving edge (a large change at one frame) moves no pixel by more than the limit; limit 0 is off
+    edge = (torch.arange(8).view(1, 1, 1, 1, 8) < t / 2).float().expand(1, 3, 17, 8, 8)
+    assert float((smooth_joins(edge, 4, 0.1) - edge).abs().max()) <= 0.1 + 1e-6
+    assert torch.equal(smooth_joins(stair, 4, 0.0), stair) and torch.equal(
+        smooth_joins(stair[:, :, :2], 4, 0.1), stair[:, :, :2]
+    )
+    # the autoencoder's config turns it on: fitted with it, saved with it, decoded with it
+    prepare("shapes:8", tmp_path / "clips", PrepareConfig(fps=8, frame_buckets=(17,), area=32 * 32), progress=False)
+    cfg = AutoencoderConfig(kind="patch-pca", z_dim=16, spatial_factor=4, join_smoothing=0.1)
+    train_autoencoder(tmp_path / "clips", tmp_path / "vae", cfg, progress=False)
+    vae = load_autoencoder(tmp_path / "vae")
+    assert vae.config["join_smoothing"] == 0.1 and vae.join_smoothing == 0.1
+    noisy = vae.encode(torch.stack(load_clips(tmp_path / "clips")))
+    noisy = noisy + 0.3 * torch.randn(noisy.shape, generator=g)  # latent frames with errors of their own
+    smoothed = vae.decode(noisy)
+    vae.join_smoothing = 0.0
+    plain = vae.decode(noisy)
+    joins = [0, 4, 8, 12]  # frame 0 -> 1, 4 -> 5, ...: the differences across latent frames
+
+    def across(v):
+        return float(v.diff(dim=2).abs().mean(dim=(0, 1, 3, 4))[joins].mean())
+
+    assert across(smoothed) < 0.8 * across(plain)
+    torch.testing.assert_close(smoothed[:, :, 0], plain[:, :, 0])
 
 
 def test_detail_decoder_redraws_edges_and_round_trips(tmp_path):

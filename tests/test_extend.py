@@ -13,7 +13,14 @@ from test_shapes_model import tiny_shapes_config
 from motif_video.cli import main
 from motif_video.media import read_video, write_mp4
 from motif_video.random_weights import build_random_pipeline
-from motif_video.sampling.extend import color_stats, extend, hand_over, match_color_stats, seam_ratio
+from motif_video.sampling.extend import (
+    HANDOVER_FRAMES,
+    color_stats,
+    extend,
+    hand_over,
+    match_color_stats,
+    seam_ratio,
+)
 from motif_video.sampling.pipeline import MotifVideoPipeline
 
 FAST = ["--frames", "9", "--steps", "2", "--quiet"]
@@ -111,7 +118,7 @@ def test_storyboard_writes_one_video_of_its_segments(prefix_model, tmp_path, cap
     assert json.loads((tmp_path / "raw.json").read_text())["color_match"] is False
     assert json.loads((tmp_path / "raw.json").read_text())["handover"] == 0
     story = json.loads((tmp_path / "story.json").read_text())
-    assert story["color_match"] is True and story["handover"] == 4
+    assert story["color_match"] is True and story["handover"] == HANDOVER_FRAMES
 
 
 def test_given_frames_are_held_on_the_flow_path():

@@ -19,7 +19,7 @@ from motif_video.sampling.extend import HANDOVER_FRAMES
 
 HANDOVER_HELP = (
     "frames over which the change at each seam is spread: the difference between the video's last frame and "
-    "the new segment's own drawing of it, fading out over this many new frames (0: off; default 4)"
+    f"the new segment's own drawing of it, fading out over this many new frames (0: off; default {HANDOVER_FRAMES})"
 )
 
 

@@ -85,6 +85,8 @@ class PatchAutoencoder:
     The linear decode blurs what 16 numbers per 8 x 8 x 4 patch cannot hold: corners come out
     round and edges soft. With a config `"decoder"` entry, a `DetailDecoder` (its weights under
     `decoder.` in the same file) redraws each frame from the linear decode and the latent grid.
+    With `"join_smoothing"` > 0 the decoded video's steps at the joins between latent frames are
+    spread over the chunks beside them (`smooth_joins`).
     """
 
     def __init__(self, config: dict, tensors: dict[str, Tensor]) -> None:
@@ -102,6 +104,7 @@ class PatchAutoencoder:
             self.decoder.eval().requires_grad_(False)
         self.mean = torch.tensor(config["latents_mean"]).view(1, -1, 1, 1, 1)
         self.std = torch.tensor(config["latents_std"]).view(1, -1, 1, 1, 1)
+        self.join_smoothing: float = config.get("join_smoothing", 0.0)
 
     @classmethod
     def from_pretrained(
@@ -151,10 +154,10 @@ class PatchAutoencoder:
     def decode(self, latents: Tensor) -> Tensor:
         latents = latents.to(self.device, torch.float32)
         video = self.decode_linear(latents)
-        if self.decoder is None:
-            return video
-        # clip by clip: the decoder's full-resolution features are 32 channels a frame
-        return torch.cat([self.decoder(video[i : i + 1], latents[i : i + 1]) for i in range(len(video))])
+        if self.decoder is not None:
+            # clip by clip: the decoder's full-resolution features are 32 channels a frame
+            video = torch.cat([self.decoder(video[i : i + 1], latents[i : i + 1]) for i in range(len(video))])
+        return smooth_joins(video, self.temporal_factor, self.join_smoothing)
 
     def decode_linear(self, latents: Tensor) -> Tensor:
         """Normalised latents -> pixels by the principal components alone (differentiable)."""
@@ -257,6 +260,45 @@ class DetailDecoder(nn.Module):
         for conv in self.pixel_blocks:
             h = h + F.silu(conv(h))
         return rgb + self.out(h)
+
+
+def smooth_joins(video: Tensor, chunk: int, limit: float) -> Tensor:
+    """[B, C, F, H, W] decoded from latent frames of `chunk` frames each (the first frame alone) ->
+    the same with the step at each join between latent frames spread over the chunks beside it.
+
+    Each latent frame is sampled with an error of its own, and a decoder that draws each chunk from its
+    own latent frame shows that error as a step every `chunk` frames (in the embedded model, changes
+    across a join were ~1.5x those inside a chunk: a flicker at a quarter of the frame rate). Per pixel,
+    the step is the change across the join beyond the mean of the changes just before and after it
+    (the motion the video shows there), clipped to +-`limit` so that a moving edge, whose change is
+    large, is left alone. The steps add up to a staircase, one level per chunk; each frame is moved
+    from its chunk's level to the staircase's piecewise-linear interpolation through the chunks'
+    middle frames. `limit` <= 0 or fewer than 3 frames: the video unchanged."""
+    frames = video.shape[2]
+    if limit <= 0 or frames < 3:
+        return video
+    starts = list(range(1, frames, chunk))  # each latent frame's first frame, after the still frame 0
+    d = video.diff(dim=2)  # d[:, :, t]: frame t -> t + 1
+    levels = [torch.zeros_like(video[:, :, 0])]
+    for b in starts:
+        step = torch.zeros_like(levels[-1])
+        if b + 1 < frames:  # the change after the join is known
+            around = (d[:, :, b - 2] + d[:, :, b]) / 2 if b >= 2 else d[:, :, b]
+            step = (d[:, :, b - 1] - around).clamp(-limit, limit)
+        levels.append(levels[-1] + step)
+    levels = torch.stack(levels, dim=2)  # [B, C, K, H, W]
+    middles = torch.tensor([0.0] + [(b + min(b + chunk, frames) - 1) / 2 for b in starts])
+    t = torch.arange(frames, dtype=torch.float32)
+    own = torch.cat([torch.zeros(1, dtype=torch.long), 1 + (torch.arange(1, frames) - 1) // chunk])
+    # weights [F, K] of the interpolation through the middles (held flat beyond the first and last)
+    right = torch.searchsorted(middles, t.clamp(0, float(middles[-1])), right=False).clamp(1, len(middles) - 1)
+    left = right - 1
+    w = ((t - middles[left]) / (middles[right] - middles[left])).clamp(0, 1)
+    weights = torch.zeros(frames, len(middles))
+    weights[torch.arange(frames), left] += 1 - w
+    weights[torch.arange(frames), right] += w
+    weights[torch.arange(frames), own] -= 1
+    return video + torch.einsum("tk,bckhw->bcthw", weights.to(video), levels)
 
 
 def chunk_patches(video: Tensor, size: int, frames: int) -> Tensor:

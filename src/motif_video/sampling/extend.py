@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-HANDOVER_FRAMES = 4  # new frames over which a seam's change is spread, by default
+HANDOVER_FRAMES = 8  # new frames over which a seam's change is spread, by default (4 before join smoothing)
 
 
 @dataclass

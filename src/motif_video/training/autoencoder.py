@@ -59,6 +59,9 @@ class AutoencoderConfig:
     # patch-pca: the DetailDecoder also reads this many latent frames on each side of a frame's own
     # (0: its own alone), so that the frames either side of a join between latent frames agree
     decoder_context: int = 0
+    # patch-pca: the decode spreads the step at each join between latent frames over the chunks beside
+    # it, steps clipped to this many pixel units of [-1, 1] (model/vae.py smooth_joins; 0: off)
+    join_smoothing: float = 0.0
     seed: int = 0
     path: str = ""  # reuse this fitted autoencoder (a vae/ folder) instead of fitting one: stages share latents
 
@@ -190,7 +193,7 @@ def fit_patch_autoencoder(
         "scale_factor_temporal": 4,
         "latents_mean": [0.0] * cfg.z_dim,
         "latents_std": [1.0] * cfg.z_dim,
-    }
+    } | ({"join_smoothing": cfg.join_smoothing} if cfg.join_smoothing else {})
     torch.manual_seed(cfg.seed)
     patches = chunk_patches(video, size, 4)
     flat = patches.reshape(-1, patches.shape[-1])

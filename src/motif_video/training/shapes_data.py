@@ -23,7 +23,13 @@ from motif_video.data.preprocess import PrepareConfig, prepare
 from motif_video.distributed import print0
 from motif_video.training.autoencoder import train_autoencoder
 
-LATER_SETTINGS = {"path", "free_layout", "decoder_noise", "decoder_context"}  # recorded in recipe.json only when set
+LATER_SETTINGS = {
+    "path",
+    "free_layout",
+    "decoder_noise",
+    "decoder_context",
+    "join_smoothing",
+}  # recorded in recipe.json only when set
 
 
 def build_shapes_data(cfg, is_main: bool = True, progress: bool = True) -> Path:
