@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 import subprocess
@@ -12,6 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from helpers import make_inputs, shared_form_reference
+from motif_video.cli import main
 from motif_video.data import world
 
 SCRIPT = shutil.which("motif-video", path=str(Path(sys.executable).parent))
@@ -20,6 +23,19 @@ SCRIPT = shutil.which("motif-video", path=str(Path(sys.executable).parent))
 def run(*args: str) -> subprocess.CompletedProcess:
     assert SCRIPT is not None, "the motif-video console script is not installed beside this Python"
     return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=300)
+
+
+def run_main(*args: str) -> subprocess.CompletedProcess:
+    """The same command in this process (the CLI's `main`, its stdout and stderr captured): for tests
+    of many commands, which would otherwise pay ~3 s of a new Python with torch and diffusers each.
+    What only a new process shows (notices printed on import) is left to the tests that use `run`."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse's own errors
+            code = e.code if isinstance(e.code, int) else 1
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def test_help_lists_every_subcommand():

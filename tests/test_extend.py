@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from test_cli import run
+from test_cli import run, run_main
 from test_shapes_model import tiny_shapes_config
 
 from motif_video.cli import main
@@ -208,7 +208,7 @@ def test_bad_input_is_refused_with_one_line(prefix_model, tmp_path, args, messag
     extra = [a for a in args if a not in ("WRONGSIZE", "MISSING", "FOLDER", "OUT_IS_INPUT")]
     if "OUT_IS_INPUT" in args:
         extra += ["--out", str(tmp_path / "ok.mp4")]
-    result = run("extend", str(source), "a red circle moves up", "--weights", str(prefix_model), *FAST, *extra)
+    result = run_main("extend", str(source), "a red circle moves up", "--weights", str(prefix_model), *FAST, *extra)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not list(tmp_path.glob("*-extended.*"))  # nothing written

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_cli import run_main as cli  # in this process: the walk runs twenty-odd commands
 
 from motif_video.data import world
 from motif_video.media import read_video, write_mp4
@@ -20,7 +21,8 @@ SCRIPT = shutil.which("motif-video", path=str(Path(sys.executable).parent))
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "debug.toml"
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
+def console(*args: str) -> subprocess.CompletedProcess:
+    """The installed console script, as a user runs it."""
     assert SCRIPT is not None
     return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=600)
 
@@ -42,7 +44,7 @@ def test_prepare_precompute_lora_export_generate(tmp_path):
         ("precompute", str(tmp_path / "data/clips"), str(base), str(tmp_path / "data/latents"), "--quiet"),
     ]
     for step in steps:
-        result = cli(*step)
+        result = console(*step)
         assert result.returncode == 0, result.stderr
 
     def lora_run(out: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_cli import run
+from test_cli import run, run_main
 
 from motif_video.media import read_video
 from motif_video.random_weights import build_random_pipeline
@@ -165,7 +165,7 @@ def test_bad_input_one_line_error_and_no_file(weights, tmp_path, args, message):
     if "--out" not in args:
         args += ["--out", str(tmp_path / "out.mp4")]
     before = set(tmp_path.rglob("*"))
-    result = run("generate", "a red circle", "--weights", str(weights), *FAST, *args)
+    result = run_main("generate", "a red circle", "--weights", str(weights), *FAST, *args)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -175,6 +175,7 @@ def test_bad_input_one_line_error_and_no_file(weights, tmp_path, args, message):
 def test_empty_prompt_and_missing_weights(weights, tmp_path):
     result = run("generate", "  ", "--weights", str(weights), "--out", str(tmp_path / "x.mp4"), *FAST)
     assert result.returncode == 2 and "the prompt is empty" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1  # the whole process's stderr: no notice of a library
     incomplete = tmp_path / "incomplete"
     (incomplete / "transformer").mkdir(parents=True)
     (incomplete / "transformer" / "config.json").write_text("{}")
