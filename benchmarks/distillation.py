@@ -16,6 +16,7 @@ import time
 import torch
 from measure import device_name
 
+from motif_video.cli.common import silence_libraries
 from motif_video.embedded import manifest, resolve_weights
 from motif_video.eval.shapes import evaluate
 from motif_video.sampling.guidance import GuidanceConfig
@@ -25,6 +26,7 @@ COLUMNS = ("color", "shape", "motion", "stability")
 
 
 def main() -> None:
+    silence_libraries()  # torchao's, torch's and diffusers' notices, as the CLI silences them
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--student", default="shapes-tiny-4step", help="the student (folder or shipped name)")
     parser.add_argument("--teacher", default=None, help="the teacher (default: the one the student names)")

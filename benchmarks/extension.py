@@ -30,6 +30,7 @@ import statistics
 
 import numpy as np
 
+from motif_video.cli.common import silence_libraries
 from motif_video.data import world
 from motif_video.embedded import embedded_weights
 from motif_video.eval.shapes import _object_pixels, benchmark_scenes, score
@@ -98,6 +99,7 @@ def run_way(pipe, scenes, segments: int, overlap: int | None, match: bool, hando
 
 
 def main() -> None:
+    silence_libraries()  # torchao's, torch's and diffusers' notices, as the CLI silences them
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default=None, help="pipeline directory (default: the embedded model)")
     parser.add_argument("--count", type=int, default=8, help="objects (storyboards) per way")

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from measure import device_name
 
+from motif_video.cli.common import silence_libraries
 from motif_video.config import get_preset
 from motif_video.embedded import embedded_weights
 from motif_video.model.checkpoint_io import load_transformer
@@ -66,6 +67,7 @@ def variants(model: MotifVideoTransformer, folder: Path, device: str):
 
 
 def main() -> None:
+    silence_libraries()  # torchao's, torch's and diffusers' notices, as the CLI silences them
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="one 2B-shaped block of each kind and 4 sampling steps")

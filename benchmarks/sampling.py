@@ -24,6 +24,7 @@ from diffusers.utils import logging as diffusers_logging
 from measure import device_name, peak_memory, sync
 from transformers.utils import logging as transformers_logging
 
+from motif_video.cli.common import silence_libraries
 from motif_video.config import get_preset
 from motif_video.random_weights import build_random_pipeline, tiny_transformer_config
 from motif_video.sampling.pipeline import MotifVideoPipeline
@@ -88,6 +89,7 @@ def run_diffusers(pipe, args) -> list[float]:
 
 
 def main() -> None:
+    silence_libraries()  # torchao's, torch's and diffusers' notices, as the CLI silences them
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--device", default="cpu")

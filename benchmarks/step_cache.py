@@ -15,12 +15,14 @@ import time
 import torch
 from measure import device_name
 
+from motif_video.cli.common import silence_libraries
 from motif_video.embedded import embedded_weights, manifest
 from motif_video.eval.shapes import evaluate
 from motif_video.sampling.pipeline import MotifVideoPipeline
 
 
 def main() -> None:
+    silence_libraries()  # torchao's, torch's and diffusers' notices, as the CLI silences them
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default=None, help="pipeline directory (default: the embedded model)")
     parser.add_argument("--count", type=int, default=8, help="prompts per split")

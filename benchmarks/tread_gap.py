@@ -24,6 +24,7 @@ import statistics
 import numpy as np
 import torch
 
+from motif_video.cli.common import silence_libraries
 from motif_video.data import world
 from motif_video.embedded import embedded_weights, manifest
 from motif_video.eval.shape_loss import clean_estimate, to_pixels
@@ -33,6 +34,7 @@ from motif_video.sampling.pipeline import MotifVideoPipeline
 
 
 def main() -> None:
+    silence_libraries()  # torchao's, torch's and diffusers' notices, as the CLI silences them
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default=None, help="pipeline directory (default: the embedded model)")
     parser.add_argument("--count", type=int, default=6, help="benchmark captions per split")
