@@ -4,27 +4,19 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from test_cli import run as console  # the installed console script, as a user runs it
 from test_cli import run_main as cli  # in this process: the walk runs twenty-odd commands
 
 from motif_video.data import world
 from motif_video.media import read_video, write_mp4
 
-SCRIPT = shutil.which("motif-video", path=str(Path(sys.executable).parent))
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "debug.toml"
-
-
-def console(*args: str) -> subprocess.CompletedProcess:
-    """The installed console script, as a user runs it."""
-    assert SCRIPT is not None
-    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=600)
 
 
 def test_prepare_precompute_lora_export_generate(tmp_path):

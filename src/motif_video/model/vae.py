@@ -244,10 +244,7 @@ class DetailDecoder(nn.Module):
         return (chunk[:, None] + offsets).clamp(0, latent_frames - 1)
 
     def frame_places(self, frames: int, device=None) -> tuple[Tensor, Tensor]:
-        """Per frame its latent frame and its place in that chunk: frame 0 is a still chunk of its own,
-        frame k > 0 is place (k - 1) % chunk of latent frame 1 + (k - 1) // chunk."""
-        k = torch.arange(frames, device=device)
-        return torch.where(k == 0, 0, 1 + (k - 1) // self.chunk), torch.where(k == 0, 0, (k - 1) % self.chunk)
+        return frame_places(frames, self.chunk, device)
 
     def redraw(self, rgb: Tensor, grid: Tensor, place: Tensor) -> Tensor:
         """Frames [N, 3, H, W] of the linear decode, their latents [N, Z, h, w] and places [N] -> frames."""
@@ -260,6 +257,13 @@ class DetailDecoder(nn.Module):
         for conv in self.pixel_blocks:
             h = h + F.silu(conv(h))
         return rgb + self.out(h)
+
+
+def frame_places(frames: int, chunk: int, device=None) -> tuple[Tensor, Tensor]:
+    """Per frame its latent frame and its place in that chunk: frame 0 is a still chunk of its own,
+    frame k > 0 is place (k - 1) % chunk of latent frame 1 + (k - 1) // chunk."""
+    k = torch.arange(frames, device=device)
+    return torch.where(k == 0, 0, 1 + (k - 1) // chunk), torch.where(k == 0, 0, (k - 1) % chunk)
 
 
 def smooth_joins(video: Tensor, chunk: int, limit: float) -> Tensor:
@@ -289,7 +293,7 @@ def smooth_joins(video: Tensor, chunk: int, limit: float) -> Tensor:
     levels = torch.stack(levels, dim=2)  # [B, C, K, H, W]
     middles = torch.tensor([0.0] + [(b + min(b + chunk, frames) - 1) / 2 for b in starts])
     t = torch.arange(frames, dtype=torch.float32)
-    own = torch.cat([torch.zeros(1, dtype=torch.long), 1 + (torch.arange(1, frames) - 1) // chunk])
+    own, _ = frame_places(frames, chunk)
     # weights [F, K] of the interpolation through the middles (held flat beyond the first and last)
     right = torch.searchsorted(middles, t.clamp(0, float(middles[-1])), right=False).clamp(1, len(middles) - 1)
     left = right - 1
