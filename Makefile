@@ -27,8 +27,8 @@ demo: $(VENV)/.installed
 
 # Rebuild the embedded default model from scratch (about 115 minutes on a 2-core CPU): train (three stages:
 # configs/shapes-tiny.toml, its unrouted finish configs/shapes-tiny-finish.toml, then continuing from a frame
-# configs/shapes-tiny-continue.toml), fit its decoder anew with context across latent frames (refit-decoder:
-# the latents stay), score, ship.
+# configs/shapes-tiny-continue.toml), fit its decoder anew with context across latent frames and each frame's
+# error against its contrast (refit-decoder: the latents stay), score, ship.
 REFIT := motif-video refit-decoder runs/shapes-tiny-continue/pipeline runs/shapes-tiny-data/clips --out runs/shapes-tiny-decoder/pipeline
 STAGES := motif-video train configs/shapes-tiny.toml && motif-video train configs/shapes-tiny-finish.toml && motif-video train configs/shapes-tiny-continue.toml
 embedded: $(VENV)/.installed
@@ -38,7 +38,7 @@ embedded: $(VENV)/.installed
 	$(VENV)/bin/$(REFIT)
 	$(VENV)/bin/motif-video eval shapes --weights runs/shapes-tiny-decoder/pipeline --count 16 --captions all --out runs/shapes-tiny-decoder/eval
 	$(PY) -m motif_video.embedded runs/shapes-tiny-decoder/pipeline --eval runs/shapes-tiny-decoder/eval/report.json \
-		--name shapes-tiny-v21 --figure docs/figures/shapes-tiny-samples.png --command "$(STAGES) && $(REFIT)"
+		--name shapes-tiny-v22 --figure docs/figures/shapes-tiny-samples.png --command "$(STAGES) && $(REFIT)"
 
 # Rebuild the shipped 4-step student (shapes-tiny-4step) from the embedded model (about 45 minutes on a
 # 2-core CPU): the teacher's trajectories, the distillation, its score, shipped beside the default.

@@ -203,3 +203,39 @@ def test_detail_decoder_context_reads_the_neighbouring_latent_frames(tmp_path):
 
     errors = [join_error(model) for model in (alone, vae)]
     assert errors[1] < 0.9 * errors[0], errors
+
+
+def test_detail_decoder_contrast_loss_weighs_low_contrast_frames_up(tmp_path):
+    """`decoder_contrast`: each frame's error is weighed by TYPICAL_CONTRAST / (its std + floor), so an
+    object on gray counts as much as one on black; a decoder fitted so draws the gray-background clips
+    closer than one fitted with the plain loss, relative to the black ones."""
+    from motif_video.data import world
+    from motif_video.training.autoencoder import TYPICAL_CONTRAST, contrast_weight, train_detail_decoder
+
+    def clip(background: str, seed: int) -> torch.Tensor:
+        obj = world.ShapeObject(("green", "purple", "white")[seed % 3], world.SHAPES[seed % 3], "left", 0.5, 0.6)
+        video = world.render(world.Scene((obj,), background, "plain"), 9, 32, 32)
+        return torch.from_numpy(video).permute(3, 0, 1, 2).float() / 127.5 - 1
+
+    gray, black = clip("gray", 0), clip("black", 0)
+    weights = contrast_weight(torch.stack([gray[:, 0], black[:, 0]])).flatten()
+    assert weights[0] > 1.3 * weights[1], weights  # the same object, less contrast on gray: more weight
+    flat = torch.zeros(1, 3, 8, 8)
+    assert float(contrast_weight(flat)) == pytest.approx(TYPICAL_CONTRAST / 0.05)  # the floor bounds it
+    noisy = flat + 0.25 * torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert float(contrast_weight(noisy)) == pytest.approx(TYPICAL_CONTRAST / 0.30, rel=0.1)
+
+    prepare("shapes:16", tmp_path / "clips", PrepareConfig(fps=8, frame_buckets=(9,), area=32 * 32), progress=False)
+    cfg = AutoencoderConfig(kind="patch-pca", z_dim=8, spatial_factor=4, whiten=2, detail_scale=0.8)
+    train_autoencoder(tmp_path / "clips", tmp_path / "linear", cfg, progress=False)
+    linear = load_autoencoder(tmp_path / "linear")
+    grays = torch.stack([clip("gray", s) for s in range(6)])
+    blacks = torch.stack([clip("black", s) for s in range(6)])
+    fit = replace(cfg, decoder_steps=150, decoder_batch=16)
+    ratios = []
+    both = torch.cat([grays, blacks])
+    for contrast in (False, True):
+        vae, _ = train_detail_decoder(linear, both, replace(fit, decoder_contrast=contrast), False)
+        error = [float((vae.decode(vae.encode(v)) - v).square().mean()) for v in (grays, blacks)]
+        ratios.append(error[0] / error[1])
+    assert ratios[1] < 0.9 * ratios[0], ratios  # gray drawn closer, relative to black, with the contrast loss

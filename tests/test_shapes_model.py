@@ -201,6 +201,7 @@ def test_shapes_data_is_reused_and_guarded(tmp_path, monkeypatch):
         train(tiny_shapes_config(tmp_path, "world.free_layout=0.5", other), progress=False)
     recipe = json.loads((data / "recipe.json").read_text())  # and left out while unset: older folders stay valid
     assert "free_layout" not in recipe["world"] and "decoder_noise" not in recipe["autoencoder"]
+    assert "decoder_contrast" not in recipe["autoencoder"]
     with monkeypatch.context() as m:  # clips of another version of the world (larger objects)
         m.setattr(world, "OBJECT_SIZE", world.OBJECT_SIZE + 0.1)
         with pytest.raises(ValueError, match="another version of the world"):
@@ -262,6 +263,7 @@ def test_refit_decoder_keeps_the_latents_and_redraws_the_pixels(tmp_path, capsys
     assert not torch.equal(after.decoder.out.weight, before.decoder.out.weight)
     info = manifest(out)
     assert info["decoder_refit"]["context"] == 1 and info["decoder_refit"]["noise"] == 0.3
+    assert info["decoder_refit"]["contrast_loss"] is True  # the default since v22; --plain-loss turns it off
     assert json.loads((out / "vae" / "training.json").read_text())["refit"]["steps"] == 12
     frames = MotifVideoPipeline.from_pretrained(out)("a red circle moves up", height=32, width=32, frames=9, steps=2,
                                                      progress=False).frames  # fmt: skip

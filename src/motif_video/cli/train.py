@@ -83,7 +83,9 @@ def register(sub) -> None:
         "changes, in minutes instead of a new training run. The defaults are the embedded model's: the decoder "
         "reads one latent frame either side of a frame's own (--context), and learns on latents put off the "
         "data's by Gaussian noise of a std drawn up to --noise, so that a sampled latent's error is not drawn "
-        "as an 8 x 8 grid or a jump where one 4-frame chunk ends. E.g. 'motif-video refit-decoder "
+        "as an 8 x 8 grid or a jump where one 4-frame chunk ends; its error on each frame is measured against "
+        "the frame's contrast, so that edges on a gray background are drawn as sharply as on black "
+        "(--plain-loss: the plain error, as before v22). E.g. 'motif-video refit-decoder "
         "runs/shapes-tiny-continue/pipeline runs/shapes-tiny-data/clips --out runs/shapes-tiny-decoder/pipeline'.",
     )
     refit.add_argument("pipeline", help="pipeline folder whose vae/ is a patch autoencoder")
@@ -96,6 +98,11 @@ def register(sub) -> None:
     refit.add_argument("--noise", type=float, default=0.3, help="largest std of the noise put on the latents")
     refit.add_argument(
         "--no-color-augment", action="store_true", help="fit on the clips' own colours (default: RGB permuted)"
+    )
+    refit.add_argument(
+        "--plain-loss",
+        action="store_true",
+        help="the error in pixel units, not relative to each frame's contrast (the embedded model's decoder up to v21)",
     )
     refit.add_argument("--seed", type=int, default=0)
     refit.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -225,6 +232,7 @@ def run_refit_decoder(args: argparse.Namespace) -> int:
         decoder_context=args.context,
         decoder_noise=args.noise,
         color_augment=not args.no_color_augment,
+        decoder_contrast=not args.plain_loss,
         seed=args.seed,
     )
     print(f"refitting the decoder of {args.pipeline} on the clips of {args.clips} ({args.steps} steps)", flush=True)

@@ -59,6 +59,10 @@ class AutoencoderConfig:
     # patch-pca: the DetailDecoder also reads this many latent frames on each side of a frame's own
     # (0: its own alone), so that the frames either side of a join between latent frames agree
     decoder_context: int = 0
+    # patch-pca: the DetailDecoder's error on each frame divided by that frame's contrast (its pixels' std),
+    # so that an edge on a gray background counts as much as one on black; with the plain loss a shape's
+    # corners on gray came back rounded (decoder_contrast_loss below)
+    decoder_contrast: bool = False
     # patch-pca: the decode spreads the step at each join between latent frames over the chunks beside
     # it, steps clipped to this many pixel units of [-1, 1] (model/vae.py smooth_joins; 0: off)
     join_smoothing: float = 0.0
@@ -289,6 +293,7 @@ def refit_decoder(
     settings = {"clips": str(clips_dir), "context": cfg.decoder_context, "noise": cfg.decoder_noise}
     settings |= {"steps": cfg.decoder_steps, "batch": cfg.decoder_batch, "lr": cfg.decoder_lr}
     settings |= {"color_augment": cfg.color_augment, "seed": cfg.seed}
+    settings |= {"contrast_loss": True} if cfg.decoder_contrast else {}
     (partial / "vae" / "training.json").write_text(json.dumps({"refit": settings} | result, indent=2) + "\n")
     manifest = partial / "manifest.json"
     if manifest.is_file():
@@ -298,6 +303,19 @@ def refit_decoder(
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(partial, out_dir)
     return result
+
+
+# The contrast of a typical training frame (pixels' std in [-1, 1]): contrast_weight is 1 there, so the
+# contrast loss keeps the plain loss's scale and learning rate.
+TYPICAL_CONTRAST = 0.25
+
+
+def contrast_weight(frames: Tensor, floor: float = 0.05) -> Tensor:
+    """Per frame of [N, 3, H, W], TYPICAL_CONTRAST / (its pixels' std + `floor`): the weight that makes an
+    error relative to the frame's own contrast. An object on gray (110) differs from its background by about
+    two thirds of what it does on black (15); under the plain L1 + 10 x L2 loss its edges weighed about half as
+    much, and the fitted decoder rounded a triangle's corners on gray (docs/shapes-world.md, "v22")."""
+    return TYPICAL_CONTRAST / (frames.std(dim=(1, 2, 3), keepdim=True) + floor)
 
 
 def permute_colors(video: Tensor, generator: torch.Generator) -> Tensor:
@@ -341,7 +359,8 @@ def train_detail_decoder(vae, video: Tensor, cfg: AutoencoderConfig, progress: b
         near = decoder.near_frames(chunk[frame], given.shape[2])  # [B, 2c+1]: each row's own latent frames
         grid = given[torch.arange(len(clip))[:, None], :, near].flatten(1, 2)  # [B, (2c+1) Z, h, w]
         out = decoder.redraw(drawn, grid, place[frame])
-        error = out - video[clip, :, frame]
+        target = video[clip, :, frame]
+        error = (out - target) * (contrast_weight(target) if cfg.decoder_contrast else 1)
         loss = error.abs().mean() + 10 * error.square().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

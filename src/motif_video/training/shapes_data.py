@@ -28,6 +28,7 @@ LATER_SETTINGS = {
     "free_layout",
     "decoder_noise",
     "decoder_context",
+    "decoder_contrast",
     "join_smoothing",
 }  # recorded in recipe.json only when set
 
