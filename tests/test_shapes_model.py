@@ -201,7 +201,7 @@ def test_shapes_data_is_reused_and_guarded(tmp_path, monkeypatch):
         train(tiny_shapes_config(tmp_path, "world.free_layout=0.5", other), progress=False)
     recipe = json.loads((data / "recipe.json").read_text())  # and left out while unset: older folders stay valid
     assert "free_layout" not in recipe["world"] and "decoder_noise" not in recipe["autoencoder"]
-    assert "decoder_contrast" not in recipe["autoencoder"]
+    assert not {"decoder_contrast", "decoder_width", "decoder_depth"} & set(recipe["autoencoder"])
     with monkeypatch.context() as m:  # clips of another version of the world (larger objects)
         m.setattr(world, "OBJECT_SIZE", world.OBJECT_SIZE + 0.1)
         with pytest.raises(ValueError, match="another version of the world"):
@@ -249,7 +249,7 @@ def test_refit_decoder_keeps_the_latents_and_redraws_the_pixels(tmp_path, capsys
     train(tiny_shapes_config(tmp_path), progress=False)
     pipeline, clips, out = tmp_path / "run" / "pipeline", tmp_path / "data" / "clips", tmp_path / "refit"
     args = ["refit-decoder", str(pipeline), str(clips), "--out", str(out), "--steps", "12", "--batch", "4", "--quiet"]
-    assert main(args) == 0
+    assert main([*args, "--width", "32", "--depth", "2"]) == 0
     assert "reconstruction L1" in capsys.readouterr().out
     for part in ("transformer", "text_encoder"):
         for file in (pipeline / part).iterdir():
@@ -264,6 +264,9 @@ def test_refit_decoder_keeps_the_latents_and_redraws_the_pixels(tmp_path, capsys
     info = manifest(out)
     assert info["decoder_refit"]["context"] == 1 and info["decoder_refit"]["noise"] == 0.3
     assert info["decoder_refit"]["contrast_loss"] is True  # the default since v22; --plain-loss turns it off
+    assert (info["decoder_refit"]["width"], info["decoder_refit"]["depth"]) == (32, 2)
+    settings = after.config["decoder"]  # the latent path as asked, unfolded to width / 8 features per pixel
+    assert (settings["latent_channels"], settings["latent_layers"], settings["unfold_channels"]) == (32, 2, 4)
     assert json.loads((out / "vae" / "training.json").read_text())["refit"]["steps"] == 12
     frames = MotifVideoPipeline.from_pretrained(out)("a red circle moves up", height=32, width=32, frames=9, steps=2,
                                                      progress=False).frames  # fmt: skip
@@ -272,6 +275,7 @@ def test_refit_decoder_keeps_the_latents_and_redraws_the_pixels(tmp_path, capsys
     for bad, message in (
         (["--out", str(pipeline)], "another folder"),
         (["--context", "-1"], "--context must be at least 0"),
+        (["--width", "4"], "--width must be at least 8, got 4"),
     ):
         assert main([*args[:3], "--out", str(tmp_path / "x"), "--quiet", *bad]) == 2
         assert message in capsys.readouterr().err

@@ -85,7 +85,8 @@ def register(sub) -> None:
         "data's by Gaussian noise of a std drawn up to --noise, so that a sampled latent's error is not drawn "
         "as an 8 x 8 grid or a jump where one 4-frame chunk ends; its error on each frame is measured against "
         "the frame's contrast, so that edges on a gray background are drawn as sharply as on black "
-        "(--plain-loss: the plain error, as before v22). E.g. 'motif-video refit-decoder "
+        "(--plain-loss: the plain error, as before v22); its latent path is --width channels by --depth "
+        "layers. E.g. 'motif-video refit-decoder "
         "runs/shapes-tiny-continue/pipeline runs/shapes-tiny-data/clips --out runs/shapes-tiny-decoder/pipeline'.",
     )
     refit.add_argument("pipeline", help="pipeline folder whose vae/ is a patch autoencoder")
@@ -99,6 +100,10 @@ def register(sub) -> None:
     refit.add_argument(
         "--no-color-augment", action="store_true", help="fit on the clips' own colours (default: RGB permuted)"
     )
+    refit.add_argument(
+        "--width", type=int, default=64, help="channels of the latent path (128 measured: docs/shapes-world.md)"
+    )
+    refit.add_argument("--depth", type=int, default=3, help="residual layers of the decoder's latent path")
     refit.add_argument(
         "--plain-loss",
         action="store_true",
@@ -216,7 +221,13 @@ def run_export(args: argparse.Namespace) -> int:
 def run_refit_decoder(args: argparse.Namespace) -> int:
     from motif_video.training.autoencoder import AutoencoderConfig, refit_decoder
 
-    for name, value, least in (("--steps", args.steps, 1), ("--batch", args.batch, 1), ("--context", args.context, 0)):
+    for name, value, least in (
+        ("--steps", args.steps, 1),
+        ("--batch", args.batch, 1),
+        ("--context", args.context, 0),
+        ("--width", args.width, 8),
+        ("--depth", args.depth, 0),
+    ):
         if value < least:
             raise UsageError(f"{name} must be at least {least}, got {value}")
     if args.noise < 0 or args.lr <= 0:
@@ -233,6 +244,8 @@ def run_refit_decoder(args: argparse.Namespace) -> int:
         decoder_noise=args.noise,
         color_augment=not args.no_color_augment,
         decoder_contrast=not args.plain_loss,
+        decoder_width=args.width,
+        decoder_depth=args.depth,
         seed=args.seed,
     )
     print(f"refitting the decoder of {args.pipeline} on the clips of {args.clips} ({args.steps} steps)", flush=True)

@@ -29,8 +29,10 @@ LATER_SETTINGS = {
     "decoder_noise",
     "decoder_context",
     "decoder_contrast",
+    "decoder_width",
+    "decoder_depth",
     "join_smoothing",
-}  # recorded in recipe.json only when set
+}  # recorded in recipe.json only when set to other than their default
 
 
 def build_shapes_data(cfg, is_main: bool = True, progress: bool = True) -> Path:
@@ -39,8 +41,9 @@ def build_shapes_data(cfg, is_main: bool = True, progress: bool = True) -> Path:
     root = Path(cfg.data.path)
     world = cfg.world
 
-    def settings(section) -> dict:  # settings added after data folders were made: recorded only when set
-        return {k: v for k, v in asdict(section).items() if k not in LATER_SETTINGS or v}
+    def settings(section) -> dict:  # settings added after data folders were made: recorded only when not default
+        default = asdict(type(section)())
+        return {k: v for k, v in asdict(section).items() if k not in LATER_SETTINGS or v != default[k]}
 
     render = {"object_size": shapes_world.OBJECT_SIZE, "speed": shapes_world.SPEED}  # the world's constants
     # captions: each clip's meta holds its long / short / truncated captions (world.Scene.captions)
