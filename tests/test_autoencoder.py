@@ -210,12 +210,12 @@ def test_detail_decoder_contrast_loss_weighs_low_contrast_frames_up(tmp_path):
     object on gray counts as much as one on black; a decoder fitted so draws the gray-background clips
     closer than one fitted with the plain loss, relative to the black ones."""
     from motif_video.data import world
+    from motif_video.eval.shape_loss import to_pixels
     from motif_video.training.autoencoder import TYPICAL_CONTRAST, contrast_weight, train_detail_decoder
 
     def clip(background: str, seed: int) -> torch.Tensor:
         obj = world.ShapeObject(("green", "purple", "white")[seed % 3], world.SHAPES[seed % 3], "left", 0.5, 0.6)
-        video = world.render(world.Scene((obj,), background, "plain"), 9, 32, 32)
-        return torch.from_numpy(video).permute(3, 0, 1, 2).float() / 127.5 - 1
+        return to_pixels(world.render(world.Scene((obj,), background, "plain"), 9, 32, 32))[0]
 
     gray, black = clip("gray", 0), clip("black", 0)
     weights = contrast_weight(torch.stack([gray[:, 0], black[:, 0]])).flatten()
