@@ -67,6 +67,43 @@ def test_channel_weights_scale_each_channels_share_of_the_loss():
     assert flow.flow_loss(prediction, target, 1, channel_weights=(1, 4, 1, 9)) == pytest.approx(4 / 4)
 
 
+def test_detail_dropout_leaves_the_detail_out_of_xt_and_keeps_the_clean_estimate(tmp_path):
+    """flow.detail_dropout: a dropped sample's detail channels are noise alone in x_t, and its target is the
+    velocity whose clean estimate is the whole clip; the other channels and samples are as without it."""
+    from motif_video.training.objective import make_inputs
+
+    x0, noise, t = torch.randn(3, 6, 2, 2, 2), torch.randn(3, 6, 2, 2, 2), torch.tensor([0.5, 0.7, 0.9])
+    xt, target = flow.without_detail(x0, noise, t, 4)
+    times = t.view(-1, 1, 1, 1, 1)
+    torch.testing.assert_close(xt[:, 4:], times * noise[:, 4:])  # no trace of the clip's detail
+    torch.testing.assert_close(xt[:, :4], flow.interpolate(x0, noise, t)[:, :4])
+    torch.testing.assert_close(target[:, :4], flow.velocity_target(x0, noise)[:, :4])
+    torch.testing.assert_close(xt - times * target, x0)  # the clean estimate is the clip, detail included
+    assert not torch.allclose(target[:, 4:], flow.velocity_target(x0, noise)[:, 4:])
+
+    def inputs(*overrides):
+        cfg = tiny_config(tmp_path, "flow.i2v_fraction=0.0", *overrides)
+        state = build(cfg)
+        return [make_inputs(state, state.data.batch(step, 8), step) for step in (1, 2, 3, 5)]
+
+    plain, dropped = inputs(), inputs("flow.detail_dropout=1.0", "flow.detail_times=[0.3, 0.8]")
+    inside = 0
+    for a, b in zip(plain, dropped, strict=True):
+        torch.testing.assert_close(a.t, b.t)  # the same draws: the dropout is drawn last
+        chosen = (a.t >= 0.3) & (a.t <= 0.8)
+        inside += int(chosen.sum())
+        torch.testing.assert_close(b.xt[~chosen], a.xt[~chosen])
+        torch.testing.assert_close(b.xt[chosen, :4], a.xt[chosen, :4])
+        assert not torch.allclose(b.xt[chosen, 4:], a.xt[chosen, 4:])
+    assert 0 < inside < 32  # some samples' times fall inside [0.3, 0.8] and some outside
+    with pytest.raises(ValueError, match=r"flow.detail_dropout must be a share in \[0, 1\], got 1.5"):
+        tiny_config(tmp_path, "flow.detail_dropout=1.5")
+    with pytest.raises(ValueError, match=r"flow.detail_times must be \[low, high\] .*got \[0.8, 0.3\]"):
+        tiny_config(tmp_path, "flow.detail_times=[0.8, 0.3]")
+    with pytest.raises(ValueError, match=r"flow.detail_from must name a channel .* before 16 .*got 16"):
+        tiny_config(tmp_path, "flow.detail_dropout=0.5", "flow.detail_from=16")
+
+
 def test_a_phase_trains_at_pure_noise_only(tmp_path, monkeypatch):
     from motif_video.training import objective
 

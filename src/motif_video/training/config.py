@@ -146,6 +146,13 @@ class FlowSection:
     # keep an object's outline in their small detail channels; weighting them trains the outline harder
     # without making the channels louder (which turns sampling error into speckle: shapes-world.md)
     channel_weights: tuple[float, ...] = ()
+    # share of the samples drawn at a time in detail_times whose detail channels (detail_from on) are left
+    # out of x_t: only noise there, the target still the clip (flow.without_detail). Sampling reaches the
+    # middle of the path with a blob whose outline the noise has not yet decided; trained only on noised
+    # clips, whose outline is still readable there, the model never needs the caption's shape word to draw it
+    detail_dropout: float = 0.0
+    detail_times: tuple[float, float] = (0.5, 0.9)
+    detail_from: int = 4
 
 
 @dataclass(frozen=True)
@@ -291,6 +298,17 @@ class TrainConfig:
             raise ValueError(
                 f"flow.channel_weights has {len(f.channel_weights)} weights; the model's latents have "
                 f"{transformer.out_channels} channels"
+            )
+        if not 0.0 <= f.detail_dropout <= 1.0:
+            raise ValueError(f"flow.detail_dropout must be a share in [0, 1], got {f.detail_dropout}")
+        if len(f.detail_times) != 2 or not 0.0 < f.detail_times[0] <= f.detail_times[1] <= 1.0:
+            raise ValueError(
+                f"flow.detail_times must be [low, high] with 0 < low <= high <= 1, got {list(f.detail_times)}"
+            )
+        if f.detail_dropout and not 0 < f.detail_from < transformer.out_channels:
+            raise ValueError(
+                f"flow.detail_from must name a channel after the first and before {transformer.out_channels} "
+                f"(the model's latent channels), got {f.detail_from}"
             )
         phase = self.flow.noise_phase
         if len(phase) != 2 or not 0.0 <= phase[0] <= phase[1] <= 1.0:

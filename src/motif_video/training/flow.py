@@ -64,6 +64,16 @@ def velocity_target(x0: Tensor, noise: Tensor) -> Tensor:
     return noise - x0
 
 
+def without_detail(x0: Tensor, noise: Tensor, t: Tensor, first: int) -> tuple[Tensor, Tensor]:
+    """x_t and velocity target [B, Z, ...] of clips whose channels from `first` on are left out of x_t (noise
+    alone there, as at t = 1), the target still the whole clip: the velocity v = (x_t - x0) / t whose clean
+    estimate x_t - t v is x0. The model must draw those channels from the condition and the other channels."""
+    kept = x0.clone()
+    kept[:, first:] = 0  # the normalised latents' mean: a patch with no detail
+    xt = interpolate(kept, noise, t)
+    return xt, (xt - x0) / t.view(-1, *([1] * (x0.dim() - 1))).to(x0)
+
+
 def flow_loss(
     prediction: Tensor,
     target: Tensor,

@@ -26,6 +26,7 @@ from motif_video.training.flow import (
     resolution_shift,
     sample_times,
     velocity_target,
+    without_detail,
 )
 from motif_video.training.parallel import autocast
 
@@ -176,6 +177,14 @@ def make_inputs(state, batch: dict, step: int) -> Inputs:
         xt, t, target = trajectory_inputs(batch["trajectory"], state.data.sigmas, cfg.distill.objective, t, gens)
     else:
         xt, target = interpolate(x0, noise, t), velocity_target(x0, noise)
+        if flow.detail_dropout > 0:  # drawn last, so a run without it keeps its random stream
+            low, high = flow.detail_times
+            chosen = torch.cat([torch.rand(1, generator=g) < flow.detail_dropout for g in gens])
+            chosen &= (t >= low) & (t <= high)
+            if chosen.any():
+                dropped = without_detail(x0[chosen], noise[chosen], t[chosen], flow.detail_from)
+                xt, target = xt.clone(), target.clone()
+                xt[chosen], target[chosen] = dropped
     return Inputs(
         xt,
         t,
