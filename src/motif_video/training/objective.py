@@ -183,8 +183,7 @@ def make_inputs(state, batch: dict, step: int) -> Inputs:
             chosen &= (t >= low) & (t <= high)
             if chosen.any():
                 dropped = without_detail(x0[chosen], noise[chosen], t[chosen], flow.detail_from)
-                xt, target = xt.clone(), target.clone()
-                xt[chosen], target[chosen] = dropped
+                xt[chosen], target[chosen] = dropped  # both fresh tensors of this step
     return Inputs(
         xt,
         t,
