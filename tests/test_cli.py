@@ -134,6 +134,8 @@ def test_prepare_shapes_through_the_console_script(tmp_path):
     assert zero.returncode == 2 and "--max-objects >= 1" in zero.stderr and "Traceback" not in zero.stderr
     free = run("prepare", "shapes:3", str(tmp_path / "f"), "--free-layout", "1.5")
     assert free.returncode == 2 and "--free-layout must be a share in [0, 1], got 1.5" in free.stderr
+    jitter = run("prepare", "shapes:3", str(tmp_path / "j"), "--jitter", "-1")
+    assert jitter.returncode == 2 and "--jitter must be a scale in [0, 1], got -1.0" in jitter.stderr
 
 
 def test_every_bad_weights_file_is_one_line_naming_it(tmp_path):

@@ -84,6 +84,19 @@ def test_world_layout_follows_the_caption():
     low, high = world.FREE_STARTS
     assert starts.min() >= low and starts.max() <= high and starts.std(axis=0).min() > 0.12  # spread on both axes
     assert world.scene(0, 3, free_layout=1.0) == world.scene(0, 3, free_layout=1.0) != world.scene(0, 3)
+    # jitter 0: every object starts exactly where its caption's layout puts it; the rest of each scene
+    # (objects, motions, captions, background) is the jittered world's
+    exact = [world.scene(0, i, jitter=0.0) for i in range(200)]
+    for s, e in zip(scenes, exact, strict=True):
+        assert (e.caption, e.background, e.pattern) == (s.caption, s.background, s.pattern)
+        for lane, o in enumerate(e.objects):
+            dy, dx = world.MOTIONS[o.motion]
+            middle = 0.5 if len(e.objects) == 1 else (0.3, 0.7)[lane]
+            want = (0.5 - 0.25 * dy, middle) if dy else (middle, 0.5 - 0.25 * dx)
+            assert (o.y, o.x) == pytest.approx(want, abs=1e-12)
+    assert world.scene(0, 5, jitter=1.0) == scenes[5]
+    with pytest.raises(ValueError, match="jitter must be a scale in \\[0, 1\\], got 1.5"):
+        world.scene(0, 0, jitter=1.5)
 
 
 def test_bucket_assignment():

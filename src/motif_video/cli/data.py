@@ -106,6 +106,14 @@ def register(sub) -> None:
         "layout puts them (clips for extension training; default 0)",
     )
     prepare.add_argument(
+        "--jitter",
+        type=float,
+        default=1.0,
+        metavar="SCALE",
+        help="shapes world: the scale of each object's start jitter, 1 the world's own (a few pixels either "
+        "way), 0 exactly where the caption's layout puts it (default 1)",
+    )
+    prepare.add_argument(
         "--stage",
         default=None,
         help="from a curate folder: only the clips admitted to this curriculum stage (144p, 360p, 480p, 720p)",
@@ -250,6 +258,8 @@ def run_prepare(args: argparse.Namespace) -> int:
         )
     if not 0.0 <= args.free_layout <= 1.0:
         raise UsageError(f"--free-layout must be a share in [0, 1], got {args.free_layout}")
+    if not 0.0 <= args.jitter <= 1.0:
+        raise UsageError(f"--jitter must be a scale in [0, 1], got {args.jitter}")
     cfg = PrepareConfig(
         fps=args.fps,
         frame_buckets=buckets,
@@ -257,6 +267,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         max_objects=args.max_objects,
         free_layout=args.free_layout,
+        jitter=args.jitter,
     )
     report = prepare(args.source, args.out, cfg, seed=args.seed, progress=not args.quiet, stage=args.stage)
     buckets = ", ".join(f"{name}: {n}" for name, n in report["buckets"].items()) or "none"

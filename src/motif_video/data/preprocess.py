@@ -38,12 +38,15 @@ class PrepareConfig:
     max_clips_per_video: int = 4
     max_objects: int = world.MAX_OBJECTS  # shapes:N sources: each clip has 1..max_objects objects
     free_layout: float = 0.0  # shapes:N sources: the share of clips whose objects start anywhere (world.scene)
+    jitter: float = 1.0  # shapes:N sources: the scale of the start's jitter (0: where the caption's layout says)
 
     def __post_init__(self):
         if self.max_objects < 1:
             raise ValueError(f"max_objects must be at least 1, got {self.max_objects}")
         if not 0.0 <= self.free_layout <= 1.0:
             raise ValueError(f"free_layout must be a share in [0, 1], got {self.free_layout}")
+        if not 0.0 <= self.jitter <= 1.0:
+            raise ValueError(f"jitter must be a scale in [0, 1], got {self.jitter}")
 
 
 def caption_of(row: dict) -> str | tuple[str, str, str] | None:
@@ -167,7 +170,7 @@ def _clips(
 ) -> Iterator[tuple[dict, np.ndarray]]:
     if path.startswith("shapes:"):
         index = int(path.removeprefix("shapes:"))
-        scene = world.scene(seed, index, max_objects=cfg.max_objects, free_layout=cfg.free_layout)
+        scene = world.scene(seed, index, max_objects=cfg.max_objects, free_layout=cfg.free_layout, jitter=cfg.jitter)
         bucket = assign(max(cfg.frame_buckets), 1, 1, cfg.frame_buckets, [sizes[len(sizes) // 2]])
         frames = world.render(scene, bucket.frames, bucket.height, bucket.width, fps=cfg.fps)
         meta = _meta(path, 0, scene.caption, bucket, cfg)

@@ -98,12 +98,21 @@ def vocabulary() -> list[str]:
 
 
 def scene(
-    seed: int, index: int, held_out: bool = False, max_objects: int = MAX_OBJECTS, free_layout: float = 0.0
+    seed: int,
+    index: int,
+    held_out: bool = False,
+    max_objects: int = MAX_OBJECTS,
+    free_layout: float = 0.0,
+    jitter: float = 1.0,
 ) -> Scene:
     """Scene `index` of the world `seed`; `held_out=True` draws only held-out combinations. With
     `free_layout` > 0, that share of the scenes start their objects anywhere (`FREE_STARTS` on both
     axes) instead of where the caption's layout puts them: clips in which only the video itself says
-    where an object is, for training a model to continue a video (extension)."""
+    where an object is, for training a model to continue a video (extension). `jitter` scales the
+    start's jitter (0: every object starts exactly where its caption's layout puts it; the draws are
+    made all the same, so the rest of the scene does not change)."""
+    if not 0.0 <= jitter <= 1.0:
+        raise ValueError(f"jitter must be a scale in [0, 1], got {jitter}")
     rng = np.random.default_rng([seed, index, int(held_out)])
     objects = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
@@ -114,7 +123,7 @@ def scene(
         objects.append((color, shape, str(rng.choice(list(MOTIONS)))))
     if held_out:  # one held-out object is enough to make a scene held out; keep it single
         objects = objects[:1]
-    placed = tuple(_place(*o, lane, len(objects), rng) for lane, o in enumerate(objects))
+    placed = tuple(_place(*o, lane, len(objects), rng, jitter) for lane, o in enumerate(objects))
     result = Scene(placed, str(rng.choice(list(BACKGROUNDS))), str(rng.choice(PATTERNS)))
     free = _free_draws(seed, index, held_out, free_layout)
     if free is not None:
@@ -139,7 +148,9 @@ def _free_draws(seed: int, index: int, held_out: bool, free_layout: float) -> np
     return free if free.uniform() < free_layout else None
 
 
-def _place(color: str, shape: str, motion: str, lane: int, count: int, rng: np.random.Generator) -> ShapeObject:
+def _place(
+    color: str, shape: str, motion: str, lane: int, count: int, rng: np.random.Generator, jitter: float = 1.0
+) -> ShapeObject:
     """Where an object starts: a quarter of the frame behind the centre along its motion (so it
     crosses the middle), across it the middle for one object and lanes at 0.3 / 0.7 for two; a
     little jitter on both. The caption does not say where an object is, so a layout that follows
@@ -147,11 +158,11 @@ def _place(color: str, shape: str, motion: str, lane: int, count: int, rng: np.r
     embedded model's samples scattered an object's colour over every place it could have been."""
     dy, dx = MOTIONS[motion]
     across = 0.5 if count == 1 else (0.3, 0.7)[lane]
-    along_y = 0.5 - 0.25 * dy + float(rng.uniform(-0.05, 0.05))
-    along_x = 0.5 - 0.25 * dx + float(rng.uniform(-0.05, 0.05))
-    jitter = float(rng.uniform(-0.08, 0.08))
-    y = along_y if dy else across + jitter
-    x = along_x if dx else across + jitter
+    along_y = 0.5 - 0.25 * dy + jitter * float(rng.uniform(-0.05, 0.05))
+    along_x = 0.5 - 0.25 * dx + jitter * float(rng.uniform(-0.05, 0.05))
+    aside = jitter * float(rng.uniform(-0.08, 0.08))
+    y = along_y if dy else across + aside
+    x = along_x if dx else across + aside
     return ShapeObject(color, shape, motion, y, x)
 
 

@@ -103,6 +103,9 @@ class WorldSection:
     # the share of clips whose objects start anywhere, not where the caption's layout puts them (for
     # extension training: only the conditioned prefix tells where the object is)
     free_layout: float = 0.0
+    # the scale of an object's start jitter (world.scene): 1 the world's own, 0 exactly where the
+    # caption's layout puts it, so the caption alone sets the clip
+    jitter: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -264,6 +267,8 @@ class TrainConfig:
             raise ValueError(f"world.max_objects must be at least 1, got {self.world.max_objects}")
         if not 0.0 <= self.world.free_layout <= 1.0:
             raise ValueError(f"world.free_layout must be a share in [0, 1], got {self.world.free_layout}")
+        if not 0.0 <= self.world.jitter <= 1.0:
+            raise ValueError(f"world.jitter must be a scale in [0, 1], got {self.world.jitter}")
         if self.text.encoder in ("sentence", "t5gemma2") and not self.text.path:
             raise ValueError(f"text.encoder {self.text.encoder!r} needs text.path (its text_encoder/ and tokenizer/)")
         if self.data.source == "shapes" and self.text.encoder == "precomputed":

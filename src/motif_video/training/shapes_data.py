@@ -26,6 +26,7 @@ from motif_video.training.autoencoder import train_autoencoder
 LATER_SETTINGS = {
     "path",
     "free_layout",
+    "jitter",
     "decoder_noise",
     "decoder_context",
     "decoder_contrast",
@@ -79,6 +80,7 @@ def build_shapes_data(cfg, is_main: bool = True, progress: bool = True) -> Path:
                 shard_size=250,
                 max_objects=world.max_objects,
                 free_layout=world.free_layout,
+                jitter=world.jitter,
             ),
             seed=world.seed,
             progress=progress,
