@@ -22,7 +22,8 @@ from motif_video.media import read_video
 from motif_video.model.word_encoder import WordTextEncoder
 from motif_video.sampling.pipeline import MotifVideoPipeline
 from motif_video.training.config import TrainConfig
-from motif_video.training.train import check_resume, train
+from motif_video.training.objective import make_inputs, without_words
+from motif_video.training.train import build, check_resume, train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "shapes-tiny.toml"
@@ -126,6 +127,44 @@ def test_the_later_stages_continue_the_first_with_every_token_then_from_a_frame(
     refit = re.search(r"refit-decoder (\S+) (\S+) --out (\S+)/pipeline\n", makefile)
     assert refit and refit.group(1, 2) == (f"{cont.train.out_dir}/pipeline", f"{first.data.path}/clips")
     assert f"motif_video.embedded {refit.group(3)}/pipeline " in makefile
+
+
+def test_word_dropout_leaves_words_out_of_the_captions_it_encodes(tmp_path, monkeypatch):
+    """flow.word_dropout: each word of a caption is left out with the given probability, in order, never all
+    of them, on a stream of its own (the step's other draws do not move); the encoder sees the shorter captions."""
+    caption = "a red circle moves to the left on a gray background"
+    assert without_words(caption, 0.0, torch.Generator().manual_seed(0)) == caption
+    g = torch.Generator().manual_seed(0)
+    kept = [without_words(caption, 0.25, g).split() for _ in range(400)]
+    assert all(words and all(w in caption.split() for w in words) for words in kept)
+    share = sum(map(len, kept)) / (400 * len(caption.split()))
+    assert 0.7 < share < 0.8  # about 1 - 0.25 of the words stay
+    assert sum("circle" not in words for words in kept) > 50  # the shape word among them
+    assert without_words("red", 0.99, torch.Generator().manual_seed(1)) == "red"  # one word is always kept
+
+    def encoded(*overrides):
+        cfg = tiny_shapes_config(tmp_path, "flow.caption_dropout=0.0", *overrides)
+        state = build(cfg)
+        seen: list[str] = []
+        tokenize = state.model.text_encoder.tokenize
+        monkeypatch.setattr(
+            state.model.text_encoder, "tokenize", lambda prompts: (seen.extend(prompts), tokenize(prompts))[1]
+        )
+        ts = [make_inputs(state, state.data.batch(step, 4), step).t for step in range(6)]
+        return seen, torch.cat(ts)
+
+    plain, t_plain = encoded()
+    dropped, t_dropped = encoded("flow.word_dropout=0.3")
+    torch.testing.assert_close(t_dropped, t_plain)  # the same times: its own stream
+    assert len(plain) == len(dropped) == 24
+    for full, short in zip(plain, dropped, strict=True):  # in order, a subsequence of the caption
+        rest = iter(full.split())
+        assert short and all(w in rest for w in short.split())
+    assert sum(map(len, (c.split() for c in dropped))) < 0.85 * sum(map(len, (c.split() for c in plain)))
+    with pytest.raises(ValueError, match=r"flow.word_dropout must be a probability in \[0, 1\), got 1.0"):
+        tiny_shapes_config(tmp_path, "flow.word_dropout=1.0")
+    with pytest.raises(ValueError, match="flow.word_dropout leaves words out .* 'precomputed'"):
+        TrainConfig.load(ROOT / "configs" / "debug.toml", ["flow.word_dropout=0.2"])  # precomputed text states
 
 
 def test_free_layout_clips_teach_continuing_not_text_to_video(tmp_path):

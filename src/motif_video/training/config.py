@@ -157,6 +157,11 @@ class FlowSection:
     detail_dropout: float = 0.0
     detail_times: tuple[float, float] = (0.5, 0.9)
     detail_from: int = 4
+    # each word of a kept caption is left out with this probability (drawn per sample, on a stream of its
+    # own): "a circle moves to the left" as well as "a red circle moves to the left", so each word is
+    # trained for what it alone says of the clip; needs captions encoded in the step (not text.encoder
+    # "precomputed")
+    word_dropout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -307,6 +312,13 @@ class TrainConfig:
             )
         if not 0.0 <= f.detail_dropout <= 1.0:
             raise ValueError(f"flow.detail_dropout must be a share in [0, 1], got {f.detail_dropout}")
+        if not 0.0 <= f.word_dropout < 1.0:
+            raise ValueError(f"flow.word_dropout must be a probability in [0, 1), got {f.word_dropout}")
+        if f.word_dropout and self.text.encoder == "precomputed":
+            raise ValueError(
+                "flow.word_dropout leaves words out of the captions before they are encoded; with text.encoder "
+                "'precomputed' the text states come encoded from the data (use a text encoder run in the step)"
+            )
         if len(f.detail_times) != 2 or not 0.0 < f.detail_times[0] <= f.detail_times[1] <= 1.0:
             raise ValueError(
                 f"flow.detail_times must be [low, high] with 0 < low <= high <= 1, got {list(f.detail_times)}"

@@ -56,6 +56,17 @@ def variant_index(probabilities: tuple[float, float, float], generator: torch.Ge
     return 0 if u < probabilities[0] else 1 if u < probabilities[0] + probabilities[1] else 2
 
 
+def without_words(caption: str, probability: float, generator: torch.Generator) -> str:
+    """The caption with each word left out with `probability` (at least one word is kept)."""
+    words = caption.split()
+    if probability <= 0 or not words:
+        return caption
+    kept = [
+        w for w, u in zip(words, torch.rand(len(words), generator=generator).tolist(), strict=True) if u >= probability
+    ]
+    return " ".join(kept) if kept else words[int(torch.randint(0, len(words), (1,), generator=generator))]
+
+
 def caption_variant(caption: str, probabilities: tuple[float, float, float], generator: torch.Generator) -> str:
     """For data with one caption: the caption, a short one (its first clause) or a truncated one (cut
     after a random word), with the given probabilities (the report's 0.5 / 0.3 / 0.2 in its curriculum).
@@ -129,6 +140,11 @@ def make_inputs(state, batch: dict, step: int) -> Inputs:
             captions = [v[i] for v, i in zip(given, pick, strict=True)]
         else:
             captions = [caption_variant(c, variants, g) for c, g in zip(batch["captions"], gens, strict=True)]
+        if flow.word_dropout > 0:  # a stream of its own (index -3 - i), so the other draws do not move
+            captions = [
+                without_words(c, flow.word_dropout, sample_generator(cfg.train.seed, step, -3 - first - i))
+                for i, c in enumerate(captions)
+            ]
         captions = ["" if d else c for d, c in zip(drop.tolist(), captions, strict=True)]  # dropped: empty prompt
         if state.model.text_encoder is not None:  # trained with the transformer: encoded inside the graph
             ids, text_mask = state.model.text_encoder.tokenize(captions)
