@@ -41,6 +41,14 @@ def register(sub) -> None:
         help="with --reference: the renders encoded and decoded by the weights' autoencoder (the ceiling that "
         "the model's latents allow)",
     )
+    evaluate.add_argument(
+        "--jitter",
+        type=float,
+        default=None,
+        metavar="SCALE",
+        help="with --reference: the renders' start jitter (world.scene), 1 the world's own (default), 0 the exact "
+        "starts the embedded model trains on since v23 (configs/shapes-tiny.toml world.jitter)",
+    )
     evaluate.add_argument("--count", type=int, default=8, help="prompts per split (and per caption form)")
     evaluate.add_argument(
         "--captions",
@@ -119,6 +127,10 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"--count must be >= 1, got {args.count}")
     if args.through_vae and not args.reference:
         raise UsageError("--through-vae goes with --reference (it scores the world's renders through the autoencoder)")
+    if args.jitter is not None and not args.reference:
+        raise UsageError("--jitter goes with --reference (it places the world's renders; samples place themselves)")
+    if args.jitter is not None and not 0.0 <= args.jitter <= 1.0:
+        raise UsageError(f"--jitter must be a scale in [0, 1], got {args.jitter}")
     weights = None if args.reference and not args.through_vae else weights_path(args)
     fill_defaults(args, weights, {"height": 64, "width": 64, "frames": 17, "steps": 20})
     out = Path(args.out or "shapes-eval")
@@ -127,7 +139,12 @@ def run_eval(args: argparse.Namespace) -> int:
     pipe = vae = None
     forms = CAPTION_FORMS if args.captions == "all" else (args.captions,)
     if args.reference:
-        scenes = {index: scene for _, _, index, scene, _ in benchmark_prompts(args.count, forms)}
+        scenes = {
+            index: scene
+            for _, _, index, scene, _ in benchmark_prompts(
+                args.count, forms, jitter=1.0 if args.jitter is None else args.jitter
+            )
+        }
 
         if args.through_vae:
             from motif_video.eval.shape_loss import through_autoencoder

@@ -39,13 +39,13 @@ class Scores:
         return (self.color + self.shape + self.motion + self.stability) / 4
 
 
-def benchmark_scenes(count: int, held_out: bool, seed: int = 1234) -> list[world.Scene]:
+def benchmark_scenes(count: int, held_out: bool, seed: int = 1234, jitter: float = 1.0) -> list[world.Scene]:
     """`count` single-object scenes on a plain background, trained or held-out combinations; the
-    object starts a quarter of the frame behind the centre (the world's layout), so it stays in
-    view for ~2 s."""
+    object starts a quarter of the frame behind the centre (the world's layout, with `jitter` as
+    world.scene takes it), so it stays in view for ~2 s."""
     scenes = []
     for i in range(count):
-        base = world.scene(seed, i, held_out=held_out, max_objects=1)
+        base = world.scene(seed, i, held_out=held_out, max_objects=1, jitter=jitter)
         scenes.append(world.Scene(base.objects, base.background, "plain"))
     return scenes
 
@@ -107,7 +107,7 @@ COLUMNS = ("color", "shape", "motion", "stability", "mean")
 
 
 def benchmark_prompts(
-    count: int, forms: tuple[str, ...] = ("long",), seed: int = 1234
+    count: int, forms: tuple[str, ...] = ("long",), seed: int = 1234, jitter: float = 1.0
 ) -> list[tuple[str, str, int, world.Scene, str]]:
     """(split, form, index, scene, prompt) of every benchmark video: per split and caption form the
     `count` scenes of `benchmark_scenes`; the index is unique over all of them (the video's seed offset;
@@ -119,7 +119,7 @@ def benchmark_prompts(
     rows = []
     for s, (split, held_out) in enumerate((("trained", False), ("held_out", True))):
         for f, form in enumerate(forms):
-            for i, scene in enumerate(benchmark_scenes(count, held_out, seed)):
+            for i, scene in enumerate(benchmark_scenes(count, held_out, seed, jitter)):
                 index = (f * 2 + s) * count + i
                 prompt = scene.captions(np.random.default_rng([seed, index]))[CAPTION_FORMS.index(form)]
                 rows.append((split, form, index, scene, prompt))
