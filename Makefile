@@ -38,7 +38,7 @@ embedded: $(VENV)/.installed
 	$(VENV)/bin/$(REFIT)
 	$(VENV)/bin/motif-video eval shapes --weights runs/shapes-tiny-decoder/pipeline --count 16 --captions all --out runs/shapes-tiny-decoder/eval
 	$(PY) -m motif_video.embedded runs/shapes-tiny-decoder/pipeline --eval runs/shapes-tiny-decoder/eval/report.json \
-		--name shapes-tiny-v22 --figure docs/figures/shapes-tiny-samples.png --command "$(STAGES) && $(REFIT)"
+		--name shapes-tiny-v23 --figure docs/figures/shapes-tiny-samples.png --command "$(STAGES) && $(REFIT)"
 
 # Rebuild the shipped 4-step student (shapes-tiny-4step) from the embedded model (about 45 minutes on a
 # 2-core CPU): the teacher's trajectories, the distillation, its score, shipped beside the default.
