@@ -238,10 +238,11 @@ def test_shapes_data_is_reused_and_guarded(tmp_path, monkeypatch):
         train(tiny_shapes_config(tmp_path, "world.clips=13", other), progress=False)
     with pytest.raises(ValueError, match="other \\[world\\]"):  # a later setting, recorded once it is set
         train(tiny_shapes_config(tmp_path, "world.free_layout=0.5", other), progress=False)
-    with pytest.raises(ValueError, match="other \\[world\\]"):
-        train(tiny_shapes_config(tmp_path, "world.jitter=0.0", other), progress=False)
+    with pytest.raises(ValueError, match="other \\[world\\]"):  # the config's exact starts (jitter 0), not the world's
+        train(tiny_shapes_config(tmp_path, "world.jitter=1.0", other), progress=False)
     recipe = json.loads((data / "recipe.json").read_text())  # and left out while unset: older folders stay valid
-    assert not {"free_layout", "jitter"} & set(recipe["world"]) and "decoder_noise" not in recipe["autoencoder"]
+    assert recipe["world"]["jitter"] == 0.0  # set in configs/shapes-tiny.toml, so recorded
+    assert "free_layout" not in recipe["world"] and "decoder_noise" not in recipe["autoencoder"]
     assert not {"decoder_contrast", "decoder_width", "decoder_depth"} & set(recipe["autoencoder"])
     with monkeypatch.context() as m:  # clips of another version of the world (larger objects)
         m.setattr(world, "OBJECT_SIZE", world.OBJECT_SIZE + 0.1)
