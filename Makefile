@@ -25,20 +25,22 @@ demo: $(VENV)/.installed
 	@echo "moves up / down / to the left / to the right; on a (striped) gray or black background;"
 	@echo "or as people type it: \"red circle goes left\", \"blue square moving up\"."
 
-# Rebuild the embedded default model from scratch (about 115 minutes on a 2-core CPU): train (three stages:
-# configs/shapes-tiny.toml, its unrouted finish configs/shapes-tiny-finish.toml, then continuing from a frame
-# configs/shapes-tiny-continue.toml), fit its decoder anew with context across latent frames and each frame's
+# Rebuild the embedded default model from scratch (about 100 minutes on a 2-core CPU): train (four stages:
+# configs/shapes-tiny.toml, its unrouted finish configs/shapes-tiny-finish.toml, continuing from a frame
+# configs/shapes-tiny-continue.toml, then a closing text-to-video stretch configs/shapes-tiny-close.toml),
+# fit its decoder anew with context across latent frames and each frame's
 # error against its contrast (refit-decoder: the latents stay), score, ship.
-REFIT := motif-video refit-decoder runs/shapes-tiny-continue/pipeline runs/shapes-tiny-data/clips --out runs/shapes-tiny-decoder/pipeline
-STAGES := motif-video train configs/shapes-tiny.toml && motif-video train configs/shapes-tiny-finish.toml && motif-video train configs/shapes-tiny-continue.toml
+REFIT := motif-video refit-decoder runs/shapes-tiny-close/pipeline runs/shapes-tiny-data/clips --out runs/shapes-tiny-decoder/pipeline
+STAGES := motif-video train configs/shapes-tiny.toml && motif-video train configs/shapes-tiny-finish.toml && motif-video train configs/shapes-tiny-continue.toml && motif-video train configs/shapes-tiny-close.toml
 embedded: $(VENV)/.installed
 	$(VENV)/bin/motif-video train configs/shapes-tiny.toml
 	$(VENV)/bin/motif-video train configs/shapes-tiny-finish.toml
 	$(VENV)/bin/motif-video train configs/shapes-tiny-continue.toml
+	$(VENV)/bin/motif-video train configs/shapes-tiny-close.toml
 	$(VENV)/bin/$(REFIT)
 	$(VENV)/bin/motif-video eval shapes --weights runs/shapes-tiny-decoder/pipeline --count 16 --captions all --out runs/shapes-tiny-decoder/eval
 	$(PY) -m motif_video.embedded runs/shapes-tiny-decoder/pipeline --eval runs/shapes-tiny-decoder/eval/report.json \
-		--name shapes-tiny-v23 --figure docs/figures/shapes-tiny-samples.png --command "$(STAGES) && $(REFIT)"
+		--name shapes-tiny-v24 --figure docs/figures/shapes-tiny-samples.png --command "$(STAGES) && $(REFIT)"
 
 # Rebuild the shipped 4-step student (shapes-tiny-4step) from the embedded model (about 45 minutes on a
 # 2-core CPU): the teacher's trajectories, the distillation, its score, shipped beside the default.

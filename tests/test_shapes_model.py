@@ -28,7 +28,8 @@ from motif_video.training.train import build, check_resume, train
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "shapes-tiny.toml"
 FINISH = ROOT / "configs" / "shapes-tiny-finish.toml"  # make embedded's second stage
-CONTINUE = ROOT / "configs" / "shapes-tiny-continue.toml"  # and its third
+CONTINUE = ROOT / "configs" / "shapes-tiny-continue.toml"  # its third
+CLOSE = ROOT / "configs" / "shapes-tiny-close.toml"  # and its fourth
 
 
 def tiny_shapes_config(tmp_path, *overrides: str, config: Path = CONFIG, run: str = "run") -> TrainConfig:
@@ -102,12 +103,13 @@ def test_shapes_chain_trains_text_encoder_and_exports_a_pipeline(tmp_path):
 
 
 def test_the_later_stages_continue_the_first_with_every_token_then_from_a_frame():
-    """make embedded trains three stages; each later one must start from the stage before's exported
+    """make embedded trains four stages; each later one must start from the stage before's exported
     model and keep its latent space, data and model shape, and differ in what it is for: the second
-    (the unrouted finish) TREAD off, the third most batches conditioned on their first frame. Also: the
-    third's pipeline, with its decoder refitted on the first stage's clips, is what the Makefile ships."""
-    first, finish, cont = TrainConfig.load(CONFIG), TrainConfig.load(FINISH), TrainConfig.load(CONTINUE)
-    for before, stage in ((first, finish), (finish, cont)):
+    (the unrouted finish) TREAD off, the third most batches conditioned on their first frame, the fourth
+    back to the first two's share (a closing text-to-video stretch). Also: the fourth's pipeline, with
+    its decoder refitted on the first stage's clips, is what the Makefile ships."""
+    first, finish, cont, close = (TrainConfig.load(c) for c in (CONFIG, FINISH, CONTINUE, CLOSE))
+    for before, stage in ((first, finish), (finish, cont), (cont, close)):
         assert stage.model.init_from == f"{before.train.out_dir}/pipeline/transformer"
         assert stage.text.init_from == f"{before.train.out_dir}/pipeline" and stage.text.frozen
         assert (stage.model.preset, stage.model.overrides) == (first.model.preset, first.model.overrides)
@@ -116,16 +118,18 @@ def test_the_later_stages_continue_the_first_with_every_token_then_from_a_frame(
         assert dataclasses.replace(stage.text, init_from="", frozen=False) == first.text
         assert not stage.tread.enabled and stage.train.out_dir != before.train.out_dir
     assert first.tread.enabled
-    assert first.flow.i2v_fraction == finish.flow.i2v_fraction == 0.1 and cont.flow.i2v_fraction == 0.8
-    assert dataclasses.replace(cont.flow, i2v_fraction=0.1) == finish.flow  # nothing else changes
+    assert first.flow.i2v_fraction == finish.flow.i2v_fraction == close.flow.i2v_fraction == 0.1
+    assert cont.flow.i2v_fraction == 0.8
+    assert dataclasses.replace(cont.flow, i2v_fraction=0.1) == finish.flow == close.flow  # nothing else changes
+    assert close.train.steps < cont.train.steps
     makefile = (ROOT / "Makefile").read_text()
     stages = [line.split("configs/")[1] for line in makefile.splitlines() if "/motif-video train configs/" in line]
-    assert stages == [CONFIG.name, FINISH.name, CONTINUE.name]  # in this order
+    assert stages == [CONFIG.name, FINISH.name, CONTINUE.name, CLOSE.name]  # in this order
     recorded = re.search(r"^STAGES := (.*)$", makefile, re.M)  # the command the shipped manifest records
     assert recorded and recorded.group(1).split(" && ") == [f"motif-video train configs/{name}" for name in stages]
     assert '--command "$(STAGES) && $(REFIT)"' in makefile
     refit = re.search(r"refit-decoder (\S+) (\S+) --out (\S+)/pipeline\n", makefile)
-    assert refit and refit.group(1, 2) == (f"{cont.train.out_dir}/pipeline", f"{first.data.path}/clips")
+    assert refit and refit.group(1, 2) == (f"{close.train.out_dir}/pipeline", f"{first.data.path}/clips")
     assert f"motif_video.embedded {refit.group(3)}/pipeline " in makefile
 
 
@@ -336,7 +340,7 @@ def test_embedded_model_is_small_and_documented():
     info = manifest(root)
     # how it was made: every training stage of make embedded is named (v21 records the first two as v19's
     # chain, then the third run on the shipped v19)
-    for stage in (CONFIG, FINISH, CONTINUE):
+    for stage in (CONFIG, FINISH, CONTINUE, CLOSE):
         assert f"motif-video train configs/{stage.name}" in info["command"], stage.name
     assert "motif-video refit-decoder" in info["command"]
     assert info["steps"] > 0 and "shapes_benchmark" in info["metrics"]

@@ -87,7 +87,7 @@ def register(sub) -> None:
         "the frame's contrast, so that edges on a gray background are drawn as sharply as on black "
         "(--plain-loss: the plain error, as before v22); its latent path is --width channels by --depth "
         "layers. E.g. 'motif-video refit-decoder "
-        "runs/shapes-tiny-continue/pipeline runs/shapes-tiny-data/clips --out runs/shapes-tiny-decoder/pipeline'.",
+        "runs/shapes-tiny-close/pipeline runs/shapes-tiny-data/clips --out runs/shapes-tiny-decoder/pipeline'.",
     )
     refit.add_argument("pipeline", help="pipeline folder whose vae/ is a patch autoencoder")
     refit.add_argument("clips", help="folder of clips (shard-*.tar of `motif-video prepare`) to fit on")
