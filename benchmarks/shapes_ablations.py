@@ -9,17 +9,24 @@ Equal compute: the training FLOPs of one step of each variant are counted (torch
 over a real training step: forward, backward), and each variant gets the steps that the full
 model's `--steps` cost. Each variant is trained once per `--seeds` value (train.seed: initial weights,
 batch order, noise), so the spread between seeds is shown beside each difference between variants.
-Each run resumes if interrupted; a run whose report exists is skipped.
+Each run resumes if interrupted; a run whose report exists is skipped. Runs go seed by seed (every
+variant's first seed, then every variant's second), so an interrupted table has one seed of each first.
+`--reuse DIR` lets a finished run of the same settings stand for a variant and seed instead of training
+it again: make embedded's first stage (runs/shapes-tiny, train.seed 0) is the full model's seed 0 when
+`--steps` is the config's (5,000). Its settings are checked as a resume is (train.check_resume: every
+setting but out_dir and the sampling-only ones), and it must have reached its last step.
 Besides the benchmark scores, each variant's validation flow loss is measured: the EMA model's
 velocity error on 64 fresh world clips (seed 99, never trained on) at 10 fixed noise levels with
 fixed noise, the same for every variant.
 
     python benchmarks/shapes_ablations.py --steps 1500 --seeds 0 1 --out runs/ablations
+    python benchmarks/shapes_ablations.py --steps 5000 --seeds 0 1 --reuse runs/shapes-tiny --out runs/ablations-shipped
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -31,12 +38,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from motif_video.cli.common import silence_libraries
 from motif_video.data import world
-from motif_video.eval.shapes import evaluate, pipeline_generator
+from motif_video.eval.shapes import CAPTION_FORMS, evaluate, pipeline_generator
 from motif_video.media import write_json
 from motif_video.sampling.pipeline import MotifVideoPipeline
+from motif_video.training import checkpoint
 from motif_video.training.config import TrainConfig
 from motif_video.training.flow import TIMESTEP_SCALE, interpolate, velocity_target
-from motif_video.training.train import build, train, train_step
+from motif_video.training.train import build, check_resume, train, train_step
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "shapes-tiny.toml"
 VARIANTS = {
@@ -83,21 +91,44 @@ def validation_loss(pipeline_dir: Path, clips: int = 64, seed: int = 99) -> floa
     return total / count
 
 
-def run(cfg: TrainConfig, flops: int, count: int) -> dict:
-    """Train one run of a variant (resuming if interrupted), score it, and add its validation flow loss;
-    the report is kept in the run's folder, so a finished run is not trained again."""
+def finished_run(cfg: TrainConfig, candidates: list[Path]) -> Path | None:
+    """The first of `candidates` that is a finished run of `cfg`'s settings (its out_dir aside)."""
+    for run_dir in candidates:
+        saved = checkpoint.checkpoints(run_dir)
+        if not saved or json.loads((saved[-1] / "meta.json").read_text()).get("step") != cfg.train.steps:
+            continue
+        there = json.loads((run_dir / "config.json").read_text())["train"]["out_dir"]
+        try:
+            check_resume(run_dir, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=there)))
+        except ValueError:
+            continue
+        if (run_dir / "pipeline" / "manifest.json").is_file():
+            return run_dir
+    return None
+
+
+def run(cfg: TrainConfig, flops: int, count: int, forms: tuple[str, ...], reuse: list[Path]) -> dict:
+    """Train one run of a variant (resuming if interrupted; or take a finished run of the same settings from
+    `reuse`), score it, and add its validation flow loss; the report is kept in the run's folder, so a
+    finished run is not trained again."""
     out = Path(cfg.train.out_dir)
     report_file = out / "shapes-report.json"
     if not report_file.is_file():
         started = time.time()
-        history = train(cfg)
-        minutes = (time.time() - started) / 60
-        pipe = MotifVideoPipeline.from_pretrained(out / "pipeline")
-        defaults = json.loads((out / "pipeline" / "manifest.json").read_text())["defaults"]
+        reused = finished_run(cfg, reuse)
+        if reused is None:
+            history = train(cfg)
+            run_dir, minutes = out, (time.time() - started) / 60
+        else:
+            print(f"{out}: the finished run {reused} has these settings; scoring it instead of training", flush=True)
+            history = [json.loads(line) for line in (reused / "metrics.jsonl").read_text().splitlines() if line]
+            run_dir, minutes = reused, None
+        pipe = MotifVideoPipeline.from_pretrained(run_dir / "pipeline")
+        defaults = json.loads((run_dir / "pipeline" / "manifest.json").read_text())["defaults"]
         generate = pipeline_generator(
             pipe, height=defaults["height"], width=defaults["width"], frames=defaults["frames"], steps=20
         )
-        report = evaluate(generate, count=count)
+        report = evaluate(generate, count=count, forms=forms)
         recent = history[-100:]
         report["training"] = {
             "steps": cfg.train.steps,
@@ -105,11 +136,13 @@ def run(cfg: TrainConfig, flops: int, count: int) -> dict:
             "gflop_per_step": flops / 1e9,
             "minutes": minutes,
             "flow_loss_last_100": sum(m["loss"] for m in recent) / max(1, len(recent)),
+            "pipeline": str(run_dir / "pipeline"),
         }
         write_json(report, report_file)
     report = json.loads(report_file.read_text())
     if "validation_flow_loss" not in report["training"]:
-        report["training"]["validation_flow_loss"] = validation_loss(out / "pipeline")
+        pipeline = Path(report["training"].get("pipeline", out / "pipeline"))
+        report["training"]["validation_flow_loss"] = validation_loss(pipeline)
         write_json(report, report_file)
     return report
 
@@ -121,6 +154,15 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=16, help="benchmark prompts per split")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="train.seed of each run of a variant")
+    parser.add_argument(
+        "--captions", nargs="+", default=list(CAPTION_FORMS), choices=CAPTION_FORMS,
+        help="the benchmark's caption forms (default: all three, as make embedded scores the shipped model)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reuse", action="append", default=[], type=Path, metavar="DIR",
+        help="a finished run folder that may stand for the variant and seed with its settings (e.g. runs/shapes-tiny); "
+        "repeat for more",
+    )  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="section.key=value applied to every variant")
     args = parser.parse_args()
     silence_libraries()  # torchao's, torch's and diffusers' notices, as the CLI silences them
@@ -133,13 +175,17 @@ def main() -> int:
         return TrainConfig.load(CONFIG, [*args.overrides, *VARIANTS[name], *overrides])
 
     budget = step_flops(config("full", args.seeds[0], args.steps)) * args.steps
-    rows = []
+    flops, steps = {}, {}
     for name in args.variants:
-        flops = step_flops(config(name, args.seeds[0], args.steps))
-        steps = round(budget / flops)
-        print(f"{name}: {flops / 1e9:.2f} GFLOP per step -> {steps} steps", flush=True)
-        for seed in args.seeds:
-            rows.append((name, seed, run(config(name, seed, steps), flops, args.count)))
+        flops[name] = step_flops(config(name, args.seeds[0], args.steps))
+        steps[name] = round(budget / flops[name])
+        print(f"{name}: {flops[name] / 1e9:.2f} GFLOP per step -> {steps[name]} steps", flush=True)
+    rows = []
+    for seed in args.seeds:  # every variant's first seed before any second one
+        for name in args.variants:
+            report = run(config(name, seed, steps[name]), flops[name], args.count, tuple(args.captions), args.reuse)
+            rows.append((name, seed, report))
+    rows.sort(key=lambda row: (args.variants.index(row[0]), args.seeds.index(row[1])))
 
     print(f"\nEqual training compute: {budget / 1e12:.1f} TFLOP each (full model: {args.steps} steps)\n")
     print("| variant | seed | steps | GFLOP/step | validation flow loss | split | color | shape | motion | stability "
