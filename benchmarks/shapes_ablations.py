@@ -11,16 +11,22 @@ model's `--steps` cost. Each variant is trained once per `--seeds` value (train.
 batch order, noise), so the spread between seeds is shown beside each difference between variants.
 Each run resumes if interrupted; a run whose report exists is skipped. Runs go seed by seed (every
 variant's first seed, then every variant's second), so an interrupted table has one seed of each first.
-`--reuse DIR` lets a finished run of the same settings stand for a variant and seed instead of training
-it again: make embedded's first stage (runs/shapes-tiny, train.seed 0) is the full model's seed 0 when
-`--steps` is the config's (5,000). Its settings are checked as a resume is (train.check_resume: every
-setting but out_dir and the sampling-only ones), and it must have reached its last step.
+`--finish` follows each first-stage run with make embedded's second stage (configs/shapes-tiny-finish.toml,
+every token through every block, started from that run's export, the variant's settings kept) at equal
+compute again (the FLOPs of the full model's 600 finish steps), and scores after it too: TREAD's model
+is only sampled as it was trained after that stage, so without it the comparison charges TREAD for its
+train / sampling gap. `--reuse DIR` lets a finished run of the same settings stand for a variant and
+seed instead of training it again: make embedded's first stage (runs/shapes-tiny, train.seed 0) is the
+full model's seed 0 when `--steps` is the config's (5,000), and its finish (runs/shapes-tiny-finish)
+that run's finish. Settings are checked as a resume checks them (train.check_resume: every setting but
+out_dir and the sampling-only ones), and the run must have reached its last step.
 Besides the benchmark scores, each variant's validation flow loss is measured: the EMA model's
 velocity error on 64 fresh world clips (seed 99, never trained on) at 10 fixed noise levels with
 fixed noise, the same for every variant.
 
     python benchmarks/shapes_ablations.py --steps 1500 --seeds 0 1 --out runs/ablations
-    python benchmarks/shapes_ablations.py --steps 5000 --seeds 0 1 --reuse runs/shapes-tiny --out runs/ablations-shipped
+    python benchmarks/shapes_ablations.py --steps 5000 --seeds 0 1 --finish --reuse runs/shapes-tiny \
+        --reuse runs/shapes-tiny-finish --out runs/ablations-shipped
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from motif_video.training.flow import TIMESTEP_SCALE, interpolate, velocity_targ
 from motif_video.training.train import build, check_resume, train, train_step
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "shapes-tiny.toml"
+FINISH = CONFIG.with_name("shapes-tiny-finish.toml")  # make embedded's second stage
 VARIANTS = {
     "full": [],
     "no-shared-xattn": ["model.overrides.cross_attention_single=false"],
@@ -163,7 +170,8 @@ def main() -> int:
         help="a finished run folder that may stand for the variant and seed with its settings (e.g. runs/shapes-tiny); "
         "repeat for more",
     )  # fmt: skip
-    parser.add_argument("overrides", nargs="*", help="section.key=value applied to every variant")
+    parser.add_argument("--finish", action="store_true", help="also train and score each run's unrouted finish")
+    parser.add_argument("overrides", nargs="*", help="section.key=value applied to every variant (and finish)")
     args = parser.parse_args()
     silence_libraries()  # torchao's, torch's and diffusers' notices, as the CLI silences them
     out = Path(args.out)
@@ -174,42 +182,68 @@ def main() -> int:
                      f"train.seed={seed}", "train.sample_every=0"]  # fmt: skip
         return TrainConfig.load(CONFIG, [*args.overrides, *VARIANTS[name], *overrides])
 
-    budget = step_flops(config("full", args.seeds[0], args.steps)) * args.steps
-    flops, steps = {}, {}
-    for name in args.variants:
-        flops[name] = step_flops(config(name, args.seeds[0], args.steps))
-        steps[name] = round(budget / flops[name])
-        print(f"{name}: {flops[name] / 1e9:.2f} GFLOP per step -> {steps[name]} steps", flush=True)
+    def finish_config(name: str, seed: int, steps: int, first: str = "") -> TrainConfig:
+        """The variant's finish, started from `first` (its first stage's pipeline; "" to count FLOPs), on the
+        shipped finish's seed shifted as the variant's is (seed 0 -> the config's 1)."""
+        start = [f"model.init_from={json.dumps(f'{first}/transformer')}", f"text.init_from={json.dumps(first)}"]
+        shifted = seed + TrainConfig.load(FINISH).train.seed - TrainConfig.load(CONFIG).train.seed
+        overrides = [f"train.out_dir={json.dumps(str(out / name / f'seed-{seed}-finish'))}", f"train.steps={steps}",
+                     f"train.seed={shifted}", "train.sample_every=0"]  # fmt: skip
+        if not first:  # FLOPs alone: fresh weights of the same shapes (the word encoder then trains: +0.13%)
+            start = ['model.init_from=""', 'text.init_from=""', "text.frozen=false"]
+        return TrainConfig.load(FINISH, [*args.overrides, *VARIANTS[name], *overrides, *start])
+
+    stages = {"first": (config, args.steps)}
+    if args.finish:
+        stages["+ finish"] = (finish_config, TrainConfig.load(FINISH).train.steps)
+    flops, steps, budgets = {}, {}, {}
+    for stage, (make, full_steps) in stages.items():
+        budgets[stage] = step_flops(make("full", args.seeds[0], full_steps)) * full_steps
+        for name in args.variants:
+            flops[stage, name] = step_flops(make(name, args.seeds[0], full_steps))
+            steps[stage, name] = round(budgets[stage] / flops[stage, name])
+            print(f"{name}, {stage}: {flops[stage, name] / 1e9:.2f} GFLOP per step -> {steps[stage, name]} steps")
     rows = []
+    forms = tuple(args.captions)
     for seed in args.seeds:  # every variant's first seed before any second one
         for name in args.variants:
-            report = run(config(name, seed, steps[name]), flops[name], args.count, tuple(args.captions), args.reuse)
-            rows.append((name, seed, report))
-    rows.sort(key=lambda row: (args.variants.index(row[0]), args.seeds.index(row[1])))
+            report = run(config(name, seed, steps["first", name]), flops["first", name], args.count, forms, args.reuse)
+            rows.append((name, seed, "first", report))
+            if args.finish:
+                first = str(Path(report["training"]["pipeline"]))
+                cfg = finish_config(name, seed, steps["+ finish", name], first)
+                rows.append((name, seed, "+ finish", run(cfg, flops["+ finish", name], args.count, forms, args.reuse)))
+    rows.sort(key=lambda row: (list(stages).index(row[2]), args.variants.index(row[0]), args.seeds.index(row[1])))
 
-    print(f"\nEqual training compute: {budget / 1e12:.1f} TFLOP each (full model: {args.steps} steps)\n")
-    print("| variant | seed | steps | GFLOP/step | validation flow loss | split | color | shape | motion | stability "
-          "| mean |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, seed, report in rows:
+    for stage, budget in budgets.items():
+        print(
+            f"\nEqual training compute, {stage}: {budget / 1e12:.1f} TFLOP each (full model: {stages[stage][1]} steps)"
+        )
+    print("\n| variant | stage | seed | steps | GFLOP/step | validation flow loss | split | color | shape | motion "
+          "| stability | mean |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, seed, stage, report in rows:
         t = report["training"]
         for split in ("trained", "held_out"):
             m = report[split]["mean"]
             print(
-                f"| {name} | {seed} | {t['steps']} | {t['gflop_per_step']:.1f} | {t['validation_flow_loss']:.4f} | "
-                f"{split} | {m['color']:.3f} | {m['shape']:.3f} | {m['motion']:.3f} | {m['stability']:.3f} | "
-                f"{m['mean']:.3f} |"
+                f"| {name} | {stage} | {seed} | {t['steps']} | {t['gflop_per_step']:.1f} | "
+                f"{t['validation_flow_loss']:.4f} | {split} | {m['color']:.3f} | {m['shape']:.3f} | "
+                f"{m['motion']:.3f} | {m['stability']:.3f} | {m['mean']:.3f} |"
             )
-    print("\n| variant | validation flow loss, mean over seeds (min - max) | benchmark mean, trained / held-out |")
-    print("|---|---|---|")
-    for name in args.variants:
-        reports = [r for n, _, r in rows if n == name]
-        losses = [r["training"]["validation_flow_loss"] for r in reports]
-        means = [statistics.mean(r[split]["mean"]["mean"] for r in reports) for split in ("trained", "held_out")]
-        print(
-            f"| {name} | {statistics.mean(losses):.4f} ({min(losses):.4f} - {max(losses):.4f}) | "
-            f"{means[0]:.3f} / {means[1]:.3f} |"
-        )
+    print("\n| variant | stage | validation flow loss, mean over seeds (min - max) "
+          "| benchmark mean, trained / held-out (min - max over seeds) |")  # fmt: skip
+    print("|---|---|---|---|")
+    for stage in stages:
+        for name in args.variants:
+            reports = [r for n, _, st, r in rows if n == name and st == stage]
+            losses = [r["training"]["validation_flow_loss"] for r in reports]
+            means = [[r[split]["mean"]["mean"] for r in reports] for split in ("trained", "held_out")]
+            spread = " / ".join(f"{statistics.mean(m):.3f} ({min(m):.3f} - {max(m):.3f})" for m in means)
+            print(
+                f"| {name} | {stage} | {statistics.mean(losses):.4f} ({min(losses):.4f} - {max(losses):.4f}) | "
+                f"{spread} |"
+            )
     return 0
 
 
