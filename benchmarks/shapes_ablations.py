@@ -182,11 +182,14 @@ def main() -> int:
                      f"train.seed={seed}", "train.sample_every=0"]  # fmt: skip
         return TrainConfig.load(CONFIG, [*args.overrides, *VARIANTS[name], *overrides])
 
+    shipped_finish = TrainConfig.load(FINISH).train
+    seed_shift = shipped_finish.seed - TrainConfig.load(CONFIG).train.seed
+
     def finish_config(name: str, seed: int, steps: int, first: str = "") -> TrainConfig:
         """The variant's finish, started from `first` (its first stage's pipeline; "" to count FLOPs), on the
         shipped finish's seed shifted as the variant's is (seed 0 -> the config's 1)."""
         start = [f"model.init_from={json.dumps(f'{first}/transformer')}", f"text.init_from={json.dumps(first)}"]
-        shifted = seed + TrainConfig.load(FINISH).train.seed - TrainConfig.load(CONFIG).train.seed
+        shifted = seed + seed_shift
         overrides = [f"train.out_dir={json.dumps(str(out / name / f'seed-{seed}-finish'))}", f"train.steps={steps}",
                      f"train.seed={shifted}", "train.sample_every=0"]  # fmt: skip
         if not first:  # FLOPs alone: fresh weights of the same shapes (the word encoder then trains: +0.13%)
@@ -195,7 +198,7 @@ def main() -> int:
 
     stages = {"first": (config, args.steps)}
     if args.finish:
-        stages["+ finish"] = (finish_config, TrainConfig.load(FINISH).train.steps)
+        stages["+ finish"] = (finish_config, shipped_finish.steps)
     flops, steps, budgets = {}, {}, {}
     for stage, (make, full_steps) in stages.items():
         budgets[stage] = step_flops(make("full", args.seeds[0], full_steps)) * full_steps
