@@ -220,6 +220,34 @@ def test_a_pickle_payload_in_checkpoint_metadata_is_refused_and_runs_nothing(tmp
     assert not marker.exists()  # nothing ran
 
 
+CTRL_C_WHILE_TORCH_LOADS = """
+import os, signal, sys
+class CtrlC:  # the user presses Ctrl-C as torch starts to load
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, CtrlC())
+from motif_video.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_while_the_libraries_load_is_one_line_and_exit_130():
+    light = subprocess.run(
+        [sys.executable, "-c", "import sys, motif_video.cli; print(sorted(m for m in sys.modules if m == 'torch'))"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert light.stdout.strip() == "[]", light  # the entry point itself loads no torch: its handler is in place first
+    result = subprocess.run(
+        [sys.executable, "-c", CTRL_C_WHILE_TORCH_LOADS, "train", "configs/shapes-tiny.toml"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 130, result.stderr
+    assert result.stderr == "motif-video: interrupted; nothing had started\n"
+
+
 def test_help_is_fast_and_generate_prints_only_progress_on_stderr(tmp_path):
     import time
 
