@@ -99,6 +99,15 @@ def test_same_seed_same_video_and_batch_videos_differ(weights, tmp_path):
     assert read_video(tmp_path / "b-1.mp4")[0].shape == (9, 32, 48, 3)
 
 
+def test_the_same_command_writes_the_same_bytes(tmp_path):
+    # make demo's command, twice in one process: torch's threads have run between the two encodes, which
+    # made a multi-threaded x264 write different bytes (up to 16 levels apart once decoded) from the same frames
+    command = ["generate", "a red circle moves to the left on a gray background", "--quiet", "--out"]
+    for name in ("a.mp4", "b.mp4"):
+        assert run_main(*command, str(tmp_path / name)).returncode == 0
+    assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()
+
+
 def test_image_to_video(weights, tmp_path):
     Image.fromarray(np.full((32, 48, 3), (200, 30, 30), np.uint8)).save(tmp_path / "first.png")
     result = run(
