@@ -1,7 +1,7 @@
 """motif-video: an open implementation of the Motif-Video 2B text/image-to-video system.
 
-The names below load on first use (PEP 562), so `import motif_video` -- and the `motif-video` command's
-parser, its `--help` and an early Ctrl-C -- do not wait for torch.
+The names below load on first use (PEP 562), so `import motif_video` does not load torch: the `motif-video`
+command's entry point has its Ctrl-C handler in place before torch starts to load.
 """
 
 from __future__ import annotations
