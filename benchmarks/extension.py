@@ -34,7 +34,8 @@ from motif_video.cli.common import silence_libraries
 from motif_video.data import world
 from motif_video.embedded import embedded_weights
 from motif_video.eval.shapes import _object_pixels, benchmark_scenes, score
-from motif_video.sampling.extend import HANDOVER_FRAMES, seam_ratio, storyboard
+from motif_video.sampling import HANDOVER_FRAMES
+from motif_video.sampling.extend import seam_ratio, storyboard
 from motif_video.sampling.pipeline import MotifVideoPipeline
 
 OPPOSITE = {"right": "left", "left": "right", "up": "down", "down": "up"}

@@ -245,23 +245,30 @@ def test_ctrl_c_while_the_libraries_load_is_one_line_and_exit_130():
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 130, result.stderr
-    assert result.stderr == "motif-video: interrupted; nothing had started\n"
+    # torch loads once the command runs (parsing needs none): the command's own one-line interrupt message
+    assert result.stderr.startswith("motif-video train: interrupted; ") and result.stderr.count("\n") == 1, (
+        result.stderr
+    )
 
 
-def test_help_is_fast_and_generate_prints_only_progress_on_stderr(tmp_path):
-    import time
+HELP_OF_EVERY_COMMAND = """
+import contextlib, io, sys
+from motif_video.cli import build_parser, main
+commands = [None, *build_parser()._subparsers._group_actions[0].choices]
+for command in commands:
+    with contextlib.redirect_stdout(io.StringIO()) as text, contextlib.suppress(SystemExit):
+        main(["--help"] if command is None else [command, "--help"])
+    assert "usage: motif-video" in text.getvalue(), (command, text.getvalue())
+print(len(commands), sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "numpy", "diffusers")))
+"""
 
-    def best(command: list[str]) -> float:
-        times = []
-        for _ in range(3):
-            started = time.perf_counter()
-            subprocess.run(command, capture_output=True, timeout=120, check=True)
-            times.append(time.perf_counter() - started)
-        return min(times)
 
-    torch_import = best([sys.executable, "-c", "import torch"])
-    help_time = best([SCRIPT, "--help"])
-    assert help_time < 1.5 * torch_import, (help_time, torch_import)
+def test_help_loads_no_torch_and_generate_prints_only_progress_on_stderr(tmp_path):
+    # --help of every command answers from the parser alone: torch (seconds to load) stays unloaded
+    result = subprocess.run([sys.executable, "-c", HELP_OF_EVERY_COMMAND], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    count, loaded = result.stdout.split(" ", 1)
+    assert int(count) > 15 and loaded.strip() == "[]", result.stdout
 
     out = tmp_path / "demo.mp4"
     result = run("generate", "a red circle moves to the left on a gray background", "--out", str(out))

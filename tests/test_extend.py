@@ -13,8 +13,8 @@ from test_shapes_model import tiny_shapes_config
 from motif_video.cli import main
 from motif_video.media import read_video, write_mp4
 from motif_video.random_weights import build_random_pipeline
+from motif_video.sampling import HANDOVER_FRAMES
 from motif_video.sampling.extend import (
-    HANDOVER_FRAMES,
     color_stats,
     extend,
     hand_over,

@@ -8,8 +8,9 @@ each command calls the package's Python API, which holds the work.
     model.py      info, convert
 
 Every failure the user can fix (bad options, missing or broken files) ends in one line on stderr
-and exit status 2; an interrupt exits 130, also one that comes while the libraries load (the command
-groups, and torch with them, are imported by `build_parser`, inside `main`'s handler).
+and exit status 2; an interrupt exits 130, also one that comes while the libraries load (the parser
+needs no torch, so `--help` answers at once; each command imports the heavy libraries when it runs,
+inside `main`'s handler).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from motif_video.cli.common import (
     load_pipeline,
     weights_path,
 )
-from motif_video.sampling.extend import HANDOVER_FRAMES
+from motif_video.sampling import HANDOVER_FRAMES, SCHEDULERS
 
 HANDOVER_HELP = (
     "frames over which the change at each seam is spread: the difference between the video's last frame and "
@@ -29,8 +29,6 @@ def check_handover(frames: int) -> None:
 
 
 def register(sub) -> None:
-    from motif_video.sampling.schedule import SCHEDULERS
-
     p = add_parser(
         sub,
         "generate",

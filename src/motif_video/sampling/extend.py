@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-HANDOVER_FRAMES = 8  # new frames over which a seam's change is spread, by default (4 before join smoothing)
+from motif_video.sampling import HANDOVER_FRAMES
 
 
 @dataclass

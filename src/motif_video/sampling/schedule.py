@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-SCHEDULERS = ("euler", "dpm++", "unipc")
+from motif_video.sampling import SCHEDULERS
 
 
 def load_scheduler(config: dict[str, Any], name: str | None = None, shift: float | None = None):
