@@ -222,6 +222,7 @@ def test_a_pickle_payload_in_checkpoint_metadata_is_refused_and_runs_nothing(tmp
 
 CTRL_C_WHILE_TORCH_LOADS = """
 import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal, also when run from a background job
 class CtrlC:  # the user presses Ctrl-C as torch starts to load
     def find_spec(self, name, path=None, target=None):
         if name == "torch":
